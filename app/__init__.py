@@ -1,0 +1,1 @@
+"""LoRA Lab web application: pages, instruments, JSON API and the training lab."""

@@ -1,0 +1,148 @@
+"""Chapters: markdown files in content/ rendered to HTML once, with our directives.
+
+A chapter goes through one pipeline: front matter -> markdown-it tokens -> HTML, where
+fences named `{note}`, `{pitfall}`, `{instrument}`, `{cell}`, `{quiz}` and the inline
+roles `{num}` and `{ref}` are rendered by `app.directives` through `_`-partials.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from jinja2 import Environment
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from mdit_py_plugins.anchors import anchors_plugin
+from mdit_py_plugins.dollarmath import dollarmath_plugin
+from mdit_py_plugins.front_matter import front_matter_plugin
+from mdit_py_plugins.myst_role import myst_role_plugin
+
+from app import directives
+
+CHAPTER_FILE = re.compile(r"^(\d+)-[a-z0-9-]+\.md$")
+LABEL = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    level: int
+    anchor: str
+    title: str
+
+
+@dataclass(frozen=True)
+class ChapterMeta:
+    """What the home page and navigation need, read from front matter alone."""
+
+    number: int
+    label: str
+    title: str
+    summary: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Chapter:
+    meta: ChapterMeta
+    html: str
+    toc: tuple[TocEntry, ...]
+    instruments: tuple[str, ...]
+    cells: tuple[str, ...]
+    n_words: int
+
+
+@dataclass
+class Library:
+    """All chapters in reading order, addressable by label."""
+
+    chapters: list[Chapter] = field(default_factory=list)
+
+    def by_label(self, label: str) -> Chapter | None:
+        return next((c for c in self.chapters if c.meta.label == label), None)
+
+    def neighbours(self, label: str) -> tuple[Chapter | None, Chapter | None]:
+        labels = [c.meta.label for c in self.chapters]
+        i = labels.index(label)
+        previous = self.chapters[i - 1] if i > 0 else None
+        following = self.chapters[i + 1] if i + 1 < len(self.chapters) else None
+        return previous, following
+
+
+def split_front_matter(text: str, path: Path) -> tuple[dict, str]:
+    """Return (front matter mapping, markdown body); front matter is required."""
+    if not text.startswith("---\n"):
+        raise ValueError(f"{path.name}: a chapter must start with YAML front matter")
+    end = text.find("\n---", 4)
+    if end < 0:
+        raise ValueError(f"{path.name}: front matter is not closed by '---'")
+    meta = yaml.safe_load(text[4:end]) or {}
+    body = text[end + 4 :].lstrip("-").lstrip("\n")
+    return meta, body
+
+
+def read_meta(path: Path) -> ChapterMeta:
+    match = CHAPTER_FILE.match(path.name)
+    if not match:
+        raise ValueError(f"{path.name}: chapter files are named NN-slug.md")
+    meta, _ = split_front_matter(path.read_text(encoding="utf-8"), path)
+    for key in ("title", "label", "summary"):
+        if not isinstance(meta.get(key), str) or not meta[key].strip():
+            raise ValueError(f"{path.name}: front matter needs a non-empty '{key}'")
+    if not LABEL.match(meta["label"]):
+        raise ValueError(f"{path.name}: label {meta['label']!r} must be lower-case letters, digits and '-'")
+    return ChapterMeta(int(match.group(1)), meta["label"], meta["title"].strip(), meta["summary"].strip(), path)
+
+
+def make_markdown(jinja: Environment) -> MarkdownIt:
+    """The one markdown-it configuration every chapter goes through."""
+    md = (
+        MarkdownIt("commonmark", {"html": True, "typographer": False})
+        .enable("table")
+        .use(front_matter_plugin)
+        .use(dollarmath_plugin, double_inline=True)
+        .use(myst_role_plugin)
+        .use(anchors_plugin, min_level=2, max_level=3)
+    )
+    directives.install(md, jinja)
+    return md
+
+
+def _table_of_contents(tokens: list[Token]) -> tuple[TocEntry, ...]:
+    entries = []
+    for i, token in enumerate(tokens):
+        if token.type == "heading_open" and token.tag in ("h2", "h3") and token.attrs.get("id"):
+            inline = tokens[i + 1]
+            title = "".join(child.content for child in (inline.children or []) if child.type in ("text", "code_inline"))
+            entries.append(TocEntry(int(token.tag[1]), str(token.attrs["id"]), title or inline.content))
+    return tuple(entries)
+
+
+def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta]) -> Chapter:
+    """Render one chapter; directives may refer to any chapter by label."""
+    _, body = split_front_matter(meta.path.read_text(encoding="utf-8"), meta.path)
+    env: dict = {"chapters": {m.label: m for m in all_meta}, "source": meta.path.name}
+    tokens = md.parse(body, env)
+    html = md.renderer.render(tokens, md.options, env)
+    return Chapter(
+        meta=meta,
+        html=html,
+        toc=_table_of_contents(tokens),
+        instruments=tuple(env.get("instruments", ())),
+        cells=tuple(env.get("cells", ())),
+        n_words=len(re.findall(r"\w+", body)),
+    )
+
+
+def load_library(content_dir: Path, jinja: Environment) -> Library:
+    """Read and render every chapter in content/, ordered by file name."""
+    paths = sorted(p for p in content_dir.glob("*.md") if CHAPTER_FILE.match(p.name))
+    all_meta = [read_meta(p) for p in paths]
+    labels = [m.label for m in all_meta]
+    duplicates = {label for label in labels if labels.count(label) > 1}
+    if duplicates:
+        raise ValueError(f"duplicate chapter labels: {sorted(duplicates)}")
+    md = make_markdown(jinja)
+    return Library([render_chapter(meta, md, all_meta) for meta in all_meta])

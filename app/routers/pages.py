@@ -1,0 +1,43 @@
+"""Reader-facing pages: the home page, chapters, and the health check."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from app.content import Library
+from app.rendering import page
+
+router = APIRouter(tags=["pages"])
+
+
+def library(request: Request) -> Library:
+    return request.app.state.library()
+
+
+@router.get("/", response_class=HTMLResponse, summary="Home page: the chapter list")
+def home(request: Request):
+    return page(request, "home.html", chapters=library(request).chapters)
+
+
+@router.get("/chapters/{label}", response_class=HTMLResponse, summary="A chapter of the book")
+def chapter(request: Request, label: str):
+    book = library(request)
+    found = book.by_label(label)
+    if found is None:
+        return page(request, "404.html", status_code=404, message=f"There is no chapter called “{label}”.")
+    previous, following = book.neighbours(label)
+    return page(
+        request,
+        "chapter.html",
+        chapter=found,
+        number=book.chapters.index(found) + 1,
+        previous=previous,
+        following=following,
+        needs_katex=True,
+    )
+
+
+@router.get("/healthz", summary="Liveness check for containers and load balancers")
+def healthz(request: Request) -> dict[str, object]:
+    return {"status": "ok", "chapters": len(library(request).chapters)}

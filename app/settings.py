@@ -1,0 +1,49 @@
+"""All configuration in one place: environment variables with defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).resolve() if value else default
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: expected an integer, got {value!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings; build one per app so tests can override any field."""
+
+    content_dir: Path = field(default_factory=lambda: _env_path("LORALAB_CONTENT_DIR", PROJECT_ROOT / "content"))
+    templates_dir: Path = PROJECT_ROOT / "templates"
+    static_dir: Path = PROJECT_ROOT / "static"
+    site_title: str = "LoRA Lab"
+    # Re-read chapters from disk when their files change (handy while writing).
+    reload_content: bool = field(default_factory=lambda: os.environ.get("LORALAB_RELOAD_CONTENT", "0") == "1")
+    # The training lab: which local checkpoint to fine-tune, and the job limits.
+    model_path: Path | None = field(
+        default_factory=lambda: Path(os.environ["LORALAB_MODEL_PATH"]) if os.environ.get("LORALAB_MODEL_PATH") else None
+    )
+    max_queued_jobs: int = field(default_factory=lambda: _env_int("LORALAB_MAX_QUEUED_JOBS", 4))
+    job_time_limit_s: int = field(default_factory=lambda: _env_int("LORALAB_JOB_TIME_LIMIT_S", 600))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment (a FastAPI dependency)."""
+    return Settings()

@@ -1,0 +1,3 @@
+"""The definitions behind calculators.quantities (filled as calculators land)."""
+
+from __future__ import annotations
