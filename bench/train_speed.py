@@ -1,0 +1,208 @@
+"""Training speed and memory: our LoRA/QLoRA layers vs peft (+ bitsandbytes) on a TinyLlama shape.
+
+On a CUDA machine: a TinyLlama-shaped causal LM (~1.1B, random init: hidden 2048, intermediate
+5632, 22 layers, 32 heads, 4 kv heads, vocab 32000) at batch 8 x 512 tokens, r=16 on all seven
+linear kinds, AdamW, bf16 autocast; with and without gradient checkpointing. Prints a markdown
+table of tokens/s and torch.cuda.max_memory_allocated.
+
+    python bench/train_speed.py             # the real thing (CUDA)
+    python bench/train_speed.py --dry-run   # a tiny model on CPU in seconds (checks the harness)
+
+On CPU the memory column is `n/a` (there is no allocator peak to read); peft's QLoRA needs CUDA
+(bitsandbytes' Linear4bit quantizes on `.cuda()`), so its rows are skipped there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from training.inject import inject_adapters  # noqa: E402
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+    batch_size: int
+    seq_len: int
+
+
+TINYLLAMA = Shape(2048, 5632, 22, 32, 4, 32000, batch_size=8, seq_len=512)
+DRY_RUN = Shape(64, 128, 2, 4, 2, 256, batch_size=2, seq_len=32)
+
+
+@dataclass(frozen=True)
+class Result:
+    path: str
+    method: str
+    checkpointing: bool
+    tokens_per_s: float | None
+    peak_memory_bytes: int | None
+    note: str = ""
+
+
+def build_model(shape: Shape, device: torch.device, dtype: torch.dtype):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers, num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads, vocab_size=shape.vocab_size,
+        max_position_embeddings=max(2048, shape.seq_len), use_cache=False,
+    )
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = LlamaForCausalLM(config)
+    return model.to(dtype)
+
+
+def bnb_quantize_blocks(model, compute_dtype: torch.dtype) -> None:
+    """Replace every linear of the decoder blocks by bitsandbytes' NF4 Linear4bit (double quant)."""
+    import bitsandbytes as bnb
+
+    for name, module in list(model.model.layers.named_modules()):
+        if isinstance(module, torch.nn.Linear):
+            parent_name, _, child = name.rpartition(".")
+            quantized = bnb.nn.Linear4bit(
+                module.in_features, module.out_features, bias=module.bias is not None,
+                compute_dtype=compute_dtype, compress_statistics=True, quant_type="nf4",
+            )
+            quantized.weight = bnb.nn.Params4bit(
+                module.weight.data.to("cpu"), requires_grad=False, quant_type="nf4", compress_statistics=True
+            )
+            setattr(model.model.layers.get_submodule(parent_name), child, quantized.cuda())
+            del module
+
+
+def prepare(path: str, method: str, shape: Shape, device: torch.device, dtype: torch.dtype, r: int):
+    model = build_model(shape, device, dtype)
+    if path == "ours":
+        # qlora: every linear of the blocks becomes a frozen NF4 base (calculators.nf4), LoRA on the targets
+        inject_adapters(model, method, ALL_LINEAR, r=r, lora_alpha=2 * r, compute_dtype=dtype)
+        return model
+    import peft
+
+    if method == "qlora":
+        bnb_quantize_blocks(model, dtype)
+    config = peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(ALL_LINEAR), task_type="CAUSAL_LM")
+    return peft.get_peft_model(model, config)
+
+
+def measure(model, shape: Shape, device: torch.device, dtype: torch.dtype, checkpointing: bool, steps: int, warmup: int) -> tuple[float, int | None]:
+    on_cuda = device.type == "cuda"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    input_ids = torch.randint(0, shape.vocab_size, (shape.batch_size, shape.seq_len), generator=generator).to(device)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=on_cuda):
+            loss = model(input_ids=input_ids, labels=input_ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    if on_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if on_cuda:
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated() if on_cuda else None
+    return shape.batch_size * shape.seq_len * steps / elapsed, peak
+
+
+def run_one(path: str, method: str, checkpointing: bool, shape: Shape, device: torch.device, dtype: torch.dtype, r: int, steps: int, warmup: int) -> Result:
+    if path == "peft" and method == "qlora" and device.type != "cuda":
+        return Result(path, method, checkpointing, None, None, "bitsandbytes Linear4bit needs CUDA")
+    model = None
+    try:
+        model = prepare(path, method, shape, device, dtype, r)
+        tokens_per_s, peak = measure(model, shape, device, dtype, checkpointing, steps, warmup)
+        return Result(path, method, checkpointing, tokens_per_s, peak)
+    except torch.cuda.OutOfMemoryError:
+        return Result(path, method, checkpointing, None, None, "out of memory")
+    except ImportError as exc:  # e.g. calculators.nf4 not present yet
+        return Result(path, method, checkpointing, None, None, f"skipped: {exc}")
+    finally:
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def table(results: list[Result], device_name: str, shape: Shape, r: int, precision: str) -> str:
+    lines = [
+        f"Device: {device_name}; batch {shape.batch_size} x {shape.seq_len} tokens; r={r} on {', '.join(ALL_LINEAR)}; AdamW; "
+        f"{precision}",
+        "",
+        "| path | method | grad. checkpointing | tokens/s | peak memory (GiB) | note |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for res in results:
+        tps = f"{res.tokens_per_s:,.0f}" if res.tokens_per_s is not None else "-"
+        mem = f"{res.peak_memory_bytes / 2**30:.2f}" if res.peak_memory_bytes is not None else "n/a"
+        lines.append(f"| {res.path} | {res.method} | {'on' if res.checkpointing else 'off'} | {tps} | {mem} | {res.note} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="tiny model on CPU, seconds")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; dry run 2)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; dry run 1)")
+    parser.add_argument("--r", type=int, default=16)
+    parser.add_argument("--methods", default="lora,qlora")
+    parser.add_argument("--paths", default="ours,peft")
+    args = parser.parse_args(argv)
+
+    if args.dry_run:
+        shape, device, dtype = DRY_RUN, torch.device("cpu"), torch.float32
+        steps, warmup = args.steps or 2, args.warmup if args.warmup is not None else 1
+        device_name = f"CPU ({platform.processor() or platform.machine()}), dry run"
+    else:
+        if not torch.cuda.is_available():
+            parser.error("no CUDA device; use --dry-run to check the harness on CPU")
+        shape, device, dtype = TINYLLAMA, torch.device("cuda"), torch.bfloat16
+        steps, warmup = args.steps or 10, args.warmup if args.warmup is not None else 3
+        device_name = torch.cuda.get_device_name()
+
+    results = [
+        run_one(path, method, checkpointing, shape, device, dtype, args.r, steps, warmup)
+        for method in args.methods.split(",")
+        for checkpointing in (False, True)
+        for path in args.paths.split(",")
+    ]
+    precision = "bf16 autocast" if device.type == "cuda" else "fp32 (CPU dry run)"
+    print(table(results, device_name, shape, args.r, precision))
+    print(f"\ntorch {torch.__version__}; {time.strftime('%Y-%m-%d')}; command: python bench/train_speed.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
