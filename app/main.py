@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.content import Library, load_library
-from app.rendering import make_templates, page
-from app.routers import pages
+from app.errors import describe
+from app.rendering import is_htmx, make_templates, page
+from app.jobs import JobManager
+from app.routers import instruments, lab, pages
 from app.settings import Settings, get_settings
 
 
@@ -33,9 +38,36 @@ def _library_loader(settings: Settings, templates) -> Callable[[], Library]:
     return current
 
 
+def _job_manager(settings: Settings) -> tuple[Callable[[], JobManager], Callable[[], None]]:
+    """The job queue, created on first use so the site starts without a worker process."""
+    lock = threading.Lock()
+    holder: list[JobManager] = []
+
+    def get() -> JobManager:
+        with lock:
+            if not holder:
+                holder.append(JobManager(settings.max_queued_jobs, settings.job_time_limit_s))
+            return holder[0]
+
+    def close() -> None:
+        with lock:
+            if holder:
+                holder.pop().close()
+
+    return get, close
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    get_jobs, close_jobs = _job_manager(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        close_jobs()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="LoRA Lab",
         version="0.1.0",
         description="An interactive textbook on parameter-efficient fine-tuning. "
@@ -45,7 +77,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates = make_templates(settings)
     app.state.library = _library_loader(settings, app.state.templates)
     app.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
+    app.state.jobs = get_jobs
     app.include_router(pages.router)
+    app.include_router(instruments.router)
+    app.include_router(lab.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -53,5 +88,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if exc.status_code == 404 and wants_html:
             return page(request, "404.html", status_code=404, message="We could not find that page.")
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_input(request: Request, exc: RequestValidationError):
+        """422 naming each bad field: JSON for the API, a readable message for pages."""
+        messages = describe(list(exc.errors()))
+        if request.url.path.startswith("/instruments/"):
+            if is_htmx(request):
+                return page(request, "_result_error.html", status_code=422, messages=messages)
+            return page(request, "404.html", status_code=422, code=422, heading="Some settings were not valid.", message="; ".join(messages))
+        detail = [
+            {"loc": list(error.get("loc", ())), "msg": message, "type": error.get("type", "value_error")}
+            for error, message in zip(exc.errors(), messages)
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     return app

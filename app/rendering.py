@@ -30,7 +30,10 @@ def make_templates(settings: Settings) -> Jinja2Blocks:
     env.filters["short"] = formatting.format_count_short
     env.filters["urlencode"] = lambda mapping: urlencode(mapping)
     env.globals["site_title"] = settings.site_title
-    env.globals["nav_links"] = []
+    env.globals["nav_links"] = [
+        NavLink("/instruments", "Instruments", "Live calculators: parameters, memory, NF4, rank, scaling."),
+        NavLink("/lab", "Training lab", "Run a real LoRA or QLoRA fine-tune and watch it learn."),
+    ]
     return templates
 
 

