@@ -52,6 +52,7 @@ class Chapter:
     instruments: tuple[str, ...]
     cells: tuple[str, ...]
     n_words: int
+    has_lab: bool = False
 
 
 @dataclass
@@ -133,6 +134,7 @@ def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta
         instruments=tuple(env.get("instruments", ())),
         cells=tuple(env.get("cells", ())),
         n_words=len(re.findall(r"\w+", body)),
+        has_lab=bool(env.get("lab")),
     )
 
 

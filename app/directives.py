@@ -116,6 +116,9 @@ class DirectiveRenderer:
             )
         if name == "quiz":
             return self._quiz(token.content, env, where)
+        if name == "lab":
+            env["lab"] = True
+            return self._partial("_lab_embed.html")
         raise ValueError(f"{where}: unknown directive {{{name}}}")
 
     def _instrument(self, name: str, body: str, env: dict, where: str) -> str:

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from jinja2_fragments.fastapi import Jinja2Blocks
 
 from app import formatting
+from app.lab import lab_context
 from app.settings import Settings
 
 
@@ -30,6 +31,7 @@ def make_templates(settings: Settings) -> Jinja2Blocks:
     env.filters["short"] = formatting.format_count_short
     env.filters["urlencode"] = lambda mapping: urlencode(mapping)
     env.globals["site_title"] = settings.site_title
+    env.globals["lab_context"] = lambda: lab_context(settings)
     env.globals["nav_links"] = [
         NavLink("/instruments", "Instruments", "Live calculators: parameters, memory, NF4, rank, scaling."),
         NavLink("/lab", "Training lab", "Run a real LoRA or QLoRA fine-tune and watch it learn."),

@@ -47,7 +47,7 @@
       var text = css.getPropertyValue("--text").trim(), grid = css.getPropertyValue("--border").trim();
       var palette = ["#6d5bd0", "#2a9d8f", "#e76f51", "#3a86ff", "#f4a261", "#d1495b"];
       var data = runs.map(function (run, i) {
-        return { type: "scatter", mode: "lines", name: run.label, x: run.steps, y: run.losses,
+        return { type: "scatter", mode: "lines", name: run.label, x: run.steps.slice(), y: run.losses.slice(),
                  line: { width: 2.5, color: palette[i % palette.length] } };
       });
       Plotly.react(plotEl, data, {
