@@ -45,7 +45,8 @@ def _matrix(matrix: np.ndarray) -> np.ndarray:
 class LowRankUpdate:
     """A synthetic update ΔW = S + N: S of exact rank `intrinsic_rank` (‖S‖_F = 1) plus i.i.d. Gaussian noise N."""
 
-    matrix: np.ndarray  # (d_out, d_in) float64
+    matrix: np.ndarray  # (d_out, d_in) float64: signal + noise, what we observe
+    signal: np.ndarray  # (d_out, d_in) float64: the exact rank-k part, ‖·‖_F = 1
     intrinsic_rank: int
     noise_std: float
     noise_floor: float  # ‖N‖_F / ‖ΔW‖_F: the rank-k truncation error can be no larger (Eckart–Young)
@@ -79,6 +80,7 @@ def make_low_rank_update(d_out: int, d_in: int, intrinsic_rank: int, noise_std: 
     matrix = signal + noise
     return LowRankUpdate(
         matrix=matrix,
+        signal=signal,
         intrinsic_rank=k,
         noise_std=float(noise_std),
         noise_floor=float(np.linalg.norm(noise) / np.linalg.norm(matrix)),

@@ -19,6 +19,8 @@ import numpy as np
 
 __all__ = [
     "NF4_OFFSET",
+    "level_gap",
+    "expected_absmax",
     "NF4_LEVELS",
     "FP4_LEVELS",
     "INT4_LEVELS",
@@ -520,6 +522,28 @@ def double_dequantize(dq: DoubleQuantized) -> np.ndarray:
     block_of = np.arange(dq.codes.size) // dq.blocksize
     values = dq.codebook[dq.codes.astype(np.int64)] * dq.scales[block_of]
     return (values + np.float32(dq.offset)).astype(np.float32)
+
+
+def level_gap(index: int) -> float:
+    """Distance between NF4 levels `index` and `index + 1`, in units of the block's absmax."""
+    levels = nf4_levels()
+    if not 0 <= index < len(levels) - 1:
+        raise ValueError(f"index: must be 0..{len(levels) - 2}, got {index}")
+    return levels[index + 1] - levels[index]
+
+
+def expected_absmax(blocksize: int, steps: int = 4000, z_max: float = 10.0) -> float:
+    """E[max |Z_i|] over a block of `blocksize` standard-normal weights, in σ: the scale a block's
+    codes are multiplied by. E[M] = ∫₀^∞ P(M > x) dx = ∫₀^∞ 1 − (2Φ(x) − 1)ⁿ dx (Simpson's rule)."""
+    _check_blocksize(blocksize)
+    width = z_max / steps
+
+    def tail(x: float) -> float:
+        return 1.0 - (2.0 * normal_cdf(x) - 1.0) ** blocksize
+
+    total = tail(0.0) + tail(z_max)
+    total += sum((4 if k % 2 else 2) * tail(k * width) for k in range(1, steps))
+    return total * width / 3
 
 
 # ---------------------------------------------------------------------------- storage cost
