@@ -15,6 +15,7 @@ from jinja2 import Environment
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from markupsafe import Markup, escape
+from pydantic import ValidationError
 from pygments import highlight
 from pygments.formatters import HtmlFormatter
 from pygments.lexers import TextLexer, get_lexer_by_name
@@ -122,20 +123,20 @@ class DirectiveRenderer:
         raise ValueError(f"{where}: unknown directive {{{name}}}")
 
     def _instrument(self, name: str, body: str, env: dict, where: str) -> str:
+        """Render the live instrument itself, in its initial state, inside the chapter."""
         spec = INSTRUMENTS.get(name)
         if spec is None:
             raise ValueError(f"{where}: unknown instrument {name!r}; registered: {sorted(INSTRUMENTS)}")
         initial = yaml.safe_load(body) if body.strip() else {}
         if not isinstance(initial, dict):
             raise ValueError(f"{where}: instrument {name!r} body must be 'key: value' lines")
+        try:
+            query = spec.parse(initial)
+        except ValidationError as exc:
+            raise ValueError(f"{where}: instrument {name!r}: {exc}") from exc
         env.setdefault("instruments", []).append(name)
-        index = len(env["instruments"])
-        return self._partial(
-            "_instrument_embed.html",
-            spec=spec,
-            embed_id=f"{name}-{index}",
-            initial={str(k): str(v) for k, v in initial.items()},
-        )
+        embed_id = f"{name}-{len(env['instruments'])}"
+        return self.jinja.get_template(spec.template).render(**spec.context(query, embed_id, standalone=False))
 
     def _quiz(self, body: str, env: dict, where: str) -> str:
         data = yaml.safe_load(body)

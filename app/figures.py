@@ -24,15 +24,19 @@ def _layout(xaxis: dict[str, Any], yaxis: dict[str, Any], **extra: Any) -> dict[
 
 
 def stacked_bar(title: str, categories: Sequence[str], stacks: Sequence[tuple[str, Sequence[float]]],
-                yaxis_title: str, hover_unit: str = "") -> dict[str, Any]:
-    """One bar per category, stacked by component (e.g. the memory breakdown)."""
+                yaxis_title: str, hover_unit: str = "", hlines: Sequence[tuple[float, str]] = ()) -> dict[str, Any]:
+    """One bar per category, stacked by component (e.g. the memory breakdown); all-zero
+    components are left out of the legend. `hlines`: labelled reference levels (GPU sizes)."""
     data = [
         {"type": "bar", "name": name, "x": list(categories), "y": list(values), "marker": {"color": PALETTE[i % len(PALETTE)]},
          "hovertemplate": f"{name}: %{{y:.2f}} {hover_unit}<extra></extra>"}
         for i, (name, values) in enumerate(stacks)
+        if any(values)
     ]
+    lines = [hline(y, label) for y, label in hlines]
     return {"data": data, "layout": _layout({}, {"title": {"text": yaxis_title}}, barmode="stack",
-                                            title={"text": title, "font": {"size": 14}})}
+                                            title={"text": title, "font": {"size": 14}},
+                                            shapes=[s for s, _ in lines], annotations=[a for _, a in lines])}
 
 
 def bars(title: str, labels: Sequence[str], values: Sequence[float], yaxis_title: str,
@@ -67,3 +71,39 @@ def hline(y: float, label: str, color: str = "#8d99ae") -> tuple[dict[str, Any],
     note = {"xref": "paper", "x": 0.0, "y": y, "xanchor": "left", "yanchor": "bottom", "text": label, "showarrow": False,
             "font": {"size": 10, "color": color}}
     return shape, note
+
+
+def nf4_levels_figure(bins: Any, density: Any) -> dict[str, Any]:
+    """The N(0,1) density with the 16 NF4 levels and their equal-probability bins.
+
+    The x axis is in the code book's normalized units (z / z_max), where the levels live.
+    """
+    scale = 1.0 / bins.z_max  # z -> normalized units, a change of axis units only
+    x = [z * scale for z in density.z]
+    y = [p * bins.z_max for p in density.pdf]  # density per normalized unit
+    shapes = []
+    for i in range(len(bins.bin_edges) - 1):
+        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": bins.bin_edges[i], "x1": bins.bin_edges[i + 1],
+                       "y0": 0, "y1": 1, "line": {"width": 0}, "fillcolor": PALETTE[0], "opacity": 0.05 if i % 2 else 0.11,
+                       "layer": "below"})
+    level_trace = {"type": "scatter", "mode": "markers", "name": "NF4 levels", "x": list(bins.levels), "y": [0.0] * len(bins.levels),
+                   "marker": {"size": 10, "color": PALETTE[2], "symbol": "line-ns-open", "line": {"width": 3}},
+                   "customdata": [[i, p] for i, p in enumerate(bins.bin_probabilities)],
+                   "hovertemplate": "level %{customdata[0]}: %{x:.4f}<br>bin mass %{customdata[1]:.3f}<extra></extra>"}
+    curve = {"type": "scatter", "mode": "lines", "name": "N(0,1) density", "x": x, "y": y, "line": {"color": PALETTE[0], "width": 2.5},
+             "hoverinfo": "skip"}
+    return {"data": [curve, level_trace],
+            "layout": _layout({"title": {"text": "normalized weight (value / block absmax)"}, "range": [-1.05, 1.05]},
+                              {"title": {"text": "density"}, "rangemode": "tozero"},
+                              title={"text": "16 levels, equal probability mass each", "font": {"size": 14}}, shapes=shapes)}
+
+
+def error_histograms(histograms: Sequence[tuple[str, Sequence[float], Sequence[int]]]) -> dict[str, Any]:
+    """Overlaid histograms of quantization error, one per code book (bin edges precomputed)."""
+    data = []
+    for i, (name, edges, counts) in enumerate(histograms):
+        centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+        data.append({"type": "bar", "name": name, "x": centres, "y": list(counts), "opacity": 0.55,
+                     "marker": {"color": PALETTE[i % len(PALETTE)]}, "hovertemplate": "%{y} values near %{x:.3f}<extra>" + name + "</extra>"})
+    return {"data": data, "layout": _layout({"title": {"text": "dequantized − original"}}, {"title": {"text": "count"}},
+                                            barmode="overlay", bargap=0, title={"text": "Quantization error", "font": {"size": 14}})}

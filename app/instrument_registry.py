@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from urllib.parse import urlencode
+
 from pydantic import BaseModel
 
 from app import instrument_views as views
@@ -34,7 +36,9 @@ class InstrumentSpec:
         return self.query_model.model_validate(dict(values))
 
     def context(self, query: BaseModel, embed_id: str, standalone: bool) -> dict[str, Any]:
-        return {"q": query, "embed_id": embed_id, "standalone": standalone, "spec": self, **self.view(query)}
+        permalink = urlencode(query.model_dump(mode="json"), doseq=True)
+        return {"q": query, "embed_id": embed_id, "standalone": standalone, "spec": self, "permalink": permalink,
+                **self.view(query)}
 
 
 INSTRUMENTS: dict[str, InstrumentSpec] = {

@@ -124,7 +124,37 @@
     });
   }
 
-  document.addEventListener("htmx:afterSwap", function (event) { drawAll(event.target); });
+  // The configurator's module checkboxes belong to the model's family: when the reader picks
+  // a model of another family, the result carries the new names and presets.
+  function syncTargets(result) {
+    var source = result.querySelector && result.querySelector("script.target-choices");
+    var form = result.previousElementSibling;
+    if (!source || !form) return;
+    var choices = JSON.parse(source.textContent);
+    var fieldset = form.querySelector("fieldset.targets");
+    if (!fieldset) return;
+    fieldset.classList.toggle("inactive", !choices.enabled);
+    var grid = fieldset.querySelector(".checkbox-grid");
+    var current = Array.from(grid.querySelectorAll("input")).map(function (box) { return box.value; });
+    if (current.join(",") === choices.names.join(",")) return;
+    grid.replaceChildren();
+    choices.names.forEach(function (name) {
+      var label = document.createElement("label"), box = document.createElement("input");
+      box.type = "checkbox"; box.name = "target_modules"; box.value = name;
+      box.checked = choices.selected.indexOf(name) >= 0;
+      label.append(box, " " + name);
+      grid.append(label);
+    });
+    var presets = fieldset.querySelector(".presets");
+    presets.replaceChildren();
+    choices.presets.forEach(function (preset) {
+      var button = document.createElement("button");
+      button.type = "button"; button.dataset.preset = preset[1].join(","); button.textContent = preset[0];
+      presets.append(button);
+    });
+  }
+
+  document.addEventListener("htmx:afterSwap", function (event) { drawAll(event.target); syncTargets(event.target); });
   document.addEventListener("htmx:beforeRequest", function (event) {
     var form = event.target.closest && event.target.closest("form.instrument-form");
     if (form) { form.closest(".instrument").classList.add("is-loading"); rememberInChapterUrl(form); }
