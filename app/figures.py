@@ -6,6 +6,7 @@ theme's text and grid colours (static/js/instruments.js), so figures suit light 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,37 +19,44 @@ def _layout(xaxis: dict[str, Any], yaxis: dict[str, Any], **extra: Any) -> dict[
         "height": 320,
         "xaxis": {"automargin": True, **xaxis},
         "yaxis": {"automargin": True, **yaxis},
-        "legend": {"orientation": "h", "y": -0.22},
+        "legend": {"orientation": "h", "x": 0, "y": -0.2, "yanchor": "top"},
         **extra,
     }
 
 
 def stacked_bar(title: str, categories: Sequence[str], stacks: Sequence[tuple[str, Sequence[float]]],
-                yaxis_title: str, hover_unit: str = "", hlines: Sequence[tuple[float, str]] = ()) -> dict[str, Any]:
-    """One bar per category, stacked by component (e.g. the memory breakdown); all-zero
-    components are left out of the legend. `hlines`: labelled reference levels (GPU sizes)."""
+                axis_title: str, hover_unit: str = "", vlines: Sequence[tuple[float, str]] = ()) -> dict[str, Any]:
+    """One horizontal bar per category, stacked by component (e.g. the memory breakdown);
+    all-zero components are left out. `vlines`: labelled reference levels (GPU sizes)."""
     data = [
-        {"type": "bar", "name": name, "x": list(categories), "y": list(values), "marker": {"color": PALETTE[i % len(PALETTE)]},
-         "hovertemplate": f"{name}: %{{y:.2f}} {hover_unit}<extra></extra>"}
+        {"type": "bar", "orientation": "h", "name": name, "y": list(categories), "x": list(values),
+         "marker": {"color": PALETTE[i % len(PALETTE)]},
+         "hovertemplate": f"{name}: %{{x:.2f}} {hover_unit}<extra></extra>"}
         for i, (name, values) in enumerate(stacks)
         if any(values)
     ]
-    lines = [hline(y, label) for y, label in hlines]
-    return {"data": data, "layout": _layout({}, {"title": {"text": yaxis_title}}, barmode="stack",
-                                            title={"text": title, "font": {"size": 14}},
-                                            shapes=[s for s, _ in lines], annotations=[a for _, a in lines])}
+    lines = [vline(x, label) for x, label in vlines]
+    layout = _layout({"title": {"text": axis_title}}, {"autorange": "reversed"}, barmode="stack",
+                     title={"text": title, "font": {"size": 14}}, height=200 + 40 * len(categories),
+                     shapes=[s for s, _ in lines], annotations=[a for _, a in lines])
+    layout["margin"] = {**layout["margin"], "t": 60}
+    layout["legend"] = {**layout["legend"], "y": -0.35}
+    return {"data": data, "layout": layout}
 
 
 def bars(title: str, labels: Sequence[str], values: Sequence[float], yaxis_title: str,
-         text: Sequence[str] | None = None) -> dict[str, Any]:
+         text: Sequence[str] | None = None, show_text: bool = True) -> dict[str, Any]:
+    """Vertical bars; `text` labels each bar (or, with show_text=False, only its hover)."""
     trace: dict[str, Any] = {"type": "bar", "x": list(labels), "y": list(values), "marker": {"color": PALETTE[0]}}
     if text is not None:
-        trace.update(text=list(text), textposition="auto", hovertemplate="%{x}: %{text}<extra></extra>")
+        trace.update(text=list(text), hovertemplate="%{x}: %{text}<extra></extra>")
+        trace.update(textposition="auto" if show_text else "none")
     return {"data": [trace], "layout": _layout({}, {"title": {"text": yaxis_title}}, title={"text": title, "font": {"size": 14}}, showlegend=False)}
 
 
 def lines(title: str, series: Sequence[dict[str, Any]], xaxis: dict[str, Any], yaxis: dict[str, Any],
-          shapes: Sequence[dict[str, Any]] = (), annotations: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+          shapes: Sequence[dict[str, Any]] = (), annotations: Sequence[dict[str, Any]] = (),
+          height: int = 320) -> dict[str, Any]:
     """Line/marker traces; each series dict has name, x, y and optional mode, dash, text."""
     data = []
     for i, s in enumerate(series):
@@ -61,15 +69,26 @@ def lines(title: str, series: Sequence[dict[str, Any]], xaxis: dict[str, Any], y
             trace["text"] = list(s["text"])
             trace["hovertemplate"] = "%{text}<extra>" + s["name"] + "</extra>"
         data.append(trace)
-    return {"data": data, "layout": _layout(xaxis, yaxis, title={"text": title, "font": {"size": 14}},
-                                            shapes=list(shapes), annotations=list(annotations))}
+    layout = _layout(xaxis, yaxis, title={"text": title, "font": {"size": 14}}, shapes=list(shapes),
+                     annotations=list(annotations), height=height)
+    return {"data": data, "layout": layout}
 
 
-def hline(y: float, label: str, color: str = "#8d99ae") -> tuple[dict[str, Any], dict[str, Any]]:
-    """A labelled horizontal reference line (e.g. a GPU's memory)."""
+def hline(y: float, label: str, color: str = "#8d99ae", log_axis: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A labelled horizontal reference line (e.g. a GPU's memory). On a log axis Plotly places
+    annotations at log10 of the value, shapes at the value itself."""
+    at = math.log10(y) if log_axis else y
     shape = {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": y, "y1": y, "line": {"color": color, "width": 1, "dash": "dot"}}
-    note = {"xref": "paper", "x": 0.0, "y": y, "xanchor": "left", "yanchor": "bottom", "text": label, "showarrow": False,
+    note = {"xref": "paper", "x": 0.0, "y": at, "xanchor": "left", "yanchor": "bottom", "text": label, "showarrow": False,
             "font": {"size": 10, "color": color}}
+    return shape, note
+
+
+def vline(x: float, label: str, color: str = "#8d99ae") -> tuple[dict[str, Any], dict[str, Any]]:
+    """A labelled vertical reference line (e.g. a GPU's memory on a horizontal bar chart)."""
+    shape = {"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": x, "x1": x, "line": {"color": color, "width": 1, "dash": "dot"}}
+    note = {"yref": "paper", "y": 1.0, "x": x, "xanchor": "left", "yanchor": "bottom", "text": label, "showarrow": False,
+            "textangle": 0, "font": {"size": 10, "color": color}}
     return shape, note
 
 

@@ -78,6 +78,11 @@ GIB = 2**30
 
 
 def _gib(n_bytes: float) -> str:
+    """GPU memory in binary units, as the cards are sold: 14.5 GiB, 67 MiB."""
+    if n_bytes == 0:
+        return "0"
+    if abs(n_bytes) < GIB:
+        return f"{n_bytes / 2**20:,.0f} MiB" if abs(n_bytes) >= 2**20 else f"{n_bytes / 2**10:,.0f} KiB"
     return format_bytes(n_bytes, "gib")
 
 
@@ -118,7 +123,7 @@ def _chosen_targets(arch: Any, requested: list[str], notes: list[str]) -> tuple[
 
 def _smallest_fit(verdicts: Any) -> str:
     fitting = sorted((v for v in verdicts if v.fits), key=lambda v: v.usable_bytes)
-    return f"fits {fitting[0].name}" if fitting else "fits no single listed GPU"
+    return fitting[0].name if fitting else "none listed"
 
 
 def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
@@ -133,8 +138,9 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
     targets = _chosen_targets(arch, q.target_modules, notes) if adapter_method else ()
     base_dtype = q.base_dtype
     if q.method == "qlora" and base_dtype != "nf4":
+        if base_dtype != "bf16":
+            notes.append("QLoRA keeps the base in NF4: the base-weights setting is overridden.")
         base_dtype = "nf4"
-        notes.append("QLoRA keeps the base in NF4: the base-weights setting is overridden.")
     elif q.method != "qlora" and base_dtype == "nf4":
         notes.append("An NF4 base with adapters is QLoRA: choose the QLoRA method to train on a 4-bit base.")
         base_dtype = "bf16"
@@ -179,7 +185,7 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
         notes.append("Full fine-tuning trains every parameter; there is no per-module adapter.")
 
     stacks_for = [("This configuration", estimate)] + ([] if q.method == "full" else [("Full fine-tuning", full)])
-    gpu_lines = [(by_slug[s].memory_bytes / GIB, by_slug[s].name) for s in VERDICT_GPUS]
+    gpu_lines = [(by_slug[s].memory_bytes / GIB, f"{by_slug[s].memory_bytes / GIB:.0f} GB") for s in VERDICT_GPUS]
     percent = counted.percent
     return {
         "model_options": model_options(),
@@ -196,6 +202,7 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
             "fit": _smallest_fit(estimate.verdicts),
         },
         "memory_rows": memory_rows,
+        "peak_phase": estimate.peak_phase,
         "verdicts": verdicts,
         "module_rows": module_rows,
         "notes": notes,
@@ -204,11 +211,11 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
                 f"Peak memory of one step, {arch.display_name}",
                 [label for label, _ in stacks_for],
                 [(COMPONENT_LABELS[k], [e.breakdown()[k] / GIB for _, e in stacks_for]) for k in breakdown],
-                "GiB", hover_unit="GiB", hlines=gpu_lines,
+                "GiB", hover_unit="GiB", vlines=gpu_lines,
             ),
             "modules": figures.bars(
                 "Trainable parameters per module kind", bars_labels, bars_values, "parameters",
-                text=[format_int(v) for v in bars_values],
+                text=[format_int(v) for v in bars_values], show_text=False,
             ),
         },
     }
@@ -253,7 +260,7 @@ def will_it_fit(q: WillItFitQuery) -> dict[str, Any]:
     shapes, notes = [], []
     for slug in VERDICT_GPUS:
         gpu = get_gpu(slug)
-        shape, note = figures.hline(gpu.memory_bytes / GIB, gpu.name)
+        shape, note = figures.hline(gpu.memory_bytes / GIB, gpu.name, log_axis=True)
         shapes.append(shape)
         notes.append(note)
     rows = [
@@ -263,7 +270,8 @@ def will_it_fit(q: WillItFitQuery) -> dict[str, Any]:
     ]
     headline = [
         {"label": f"{label}, {selected.display_name}",
-         "value": f"{_gib(point.by_method(m).total_with_context_bytes)} · {_smallest_fit(point.by_method(m).estimate.verdicts)}"}
+         "value": _gib(point.by_method(m).total_with_context_bytes),
+         "note": f"smallest card: {_smallest_fit(point.by_method(m).estimate.verdicts)}"}
         for m, label in FIT_METHODS.items()
     ]
     return {
@@ -276,7 +284,7 @@ def will_it_fit(q: WillItFitQuery) -> dict[str, Any]:
                 series,
                 {"title": {"text": "parameters"}, "type": "log"},
                 {"title": {"text": "GiB (with CUDA context)"}, "type": "log"},
-                shapes=shapes, annotations=notes,
+                shapes=shapes, annotations=notes, height=460,
             ),
         },
     }

@@ -33,7 +33,7 @@ def instrument_response(request: Request, spec: InstrumentSpec, query: BaseModel
             request, spec.template, context, block_name="result", status_code=status_code
         )
     else:
-        response = page(request, "instrument_page.html", status_code=status_code, spec=spec, **context)
+        response = page(request, "instrument_page.html", status_code=status_code, **context)
     response.headers["Vary"] = "HX-Request"
     return response
 

@@ -1,0 +1,172 @@
+"""Instruments over HTTP: each standalone page and htmx fragment shows the calculators' values,
+bad settings get a 422 naming the field, and the chapters embed what the registry holds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from bs4 import BeautifulSoup
+
+from app.formatting import format_int
+from app.instrument_registry import INSTRUMENTS
+from calculators import memory, params
+
+HTMX = {"HX-Request": "true"}
+HTML = {"accept": "text/html"}
+
+
+def _soup(response) -> BeautifulSoup:
+    return BeautifulSoup(response.text, "html.parser")
+
+
+def _headline(soup: BeautifulSoup, key: str) -> str:
+    element = soup.select_one(f"[data-value={key}]")
+    assert element is not None, f"headline {key} missing"
+    return element.get_text(strip=True)
+
+
+@pytest.mark.parametrize("name", sorted(INSTRUMENTS))
+def test_standalone_page_has_form_result_and_figures(client, name):
+    response = client.get(f"/instruments/{name}", headers=HTML)
+    assert response.status_code == 200
+    soup = _soup(response)
+    form = soup.select_one("form.instrument-form")
+    assert form["action"] == f"/instruments/{name}" and form["method"] == "get"  # works without JavaScript
+    assert form.get("hx-push-url") == "true"  # the URL follows the settings
+    figures = soup.select(".instrument-result .plot script.figure-data")
+    assert figures, "no figure"
+    for figure in figures:
+        spec = json.loads(figure.string)
+        assert spec["data"], "a figure without traces"
+    assert soup.select_one("script[src='/static/js/instruments.js']") is not None
+
+
+@pytest.mark.parametrize("name", sorted(INSTRUMENTS))
+def test_htmx_request_gets_only_the_result(client, name):
+    response = client.get(f"/instruments/{name}", headers=HTMX)
+    assert response.status_code == 200
+    assert "<html" not in response.text and "<form" not in response.text
+    assert 'class="plot' in response.text
+    assert response.headers["vary"] == "HX-Request"
+
+
+def test_configurator_reproduces_the_classic_table(client):
+    """Llama-2-7B, r=16 on q,k,v,o: 16,777,216 trainable parameters (4 × 32 × 16 × 8192)."""
+    response = client.get(
+        "/instruments/configurator",
+        params={"model": "llama-2-7b", "rank": 16, "target_modules": "q_proj,k_proj,v_proj,o_proj"}, headers=HTMX,
+    )
+    soup = _soup(response)
+    assert _headline(soup, "trainable") == "16,777,216"
+    rows = {tr.select("td")[0].get_text(strip=True): tr.select("td")[3].get_text(strip=True)
+            for tr in soup.select("[data-table=modules] tbody tr")}
+    assert rows == {f"self_attn.{m}_proj": "4,194,304" for m in "qkvo"}
+
+
+@pytest.mark.parametrize(
+    ("query", "method", "targets"),
+    [
+        ({"model": "llama-3-8b", "rank": 8, "target_modules": "all-linear"}, "lora", "all-linear"),
+        ({"model": "llama-3-8b", "rank": 8, "target_modules": ["q_proj", "v_proj"]}, "lora", "q_proj,v_proj"),
+        ({"model": "mistral-7b", "rank": 32, "method": "dora", "target_modules": "attention"}, "dora", "attention"),
+        ({"model": "gpt2", "rank": 4, "target_modules": "c_attn"}, "lora", "c_attn"),
+    ],
+)
+def test_configurator_counts_equal_the_calculator(client, query, method, targets):
+    soup = _soup(client.get("/instruments/configurator", params=query, headers=HTMX))
+    expected = params.count_trainable(query["model"], method, r=query["rank"], target_modules=targets)
+    assert _headline(soup, "trainable") == format_int(expected.trainable)
+
+
+def test_configurator_memory_total_equals_the_estimator(client):
+    query = {"model": "llama-2-7b", "method": "qlora", "rank": 16, "target_modules": "all-linear",
+             "seq_len": 2048, "batch_size": 1, "gradient_checkpointing": "true", "dropout": 0}
+    soup = _soup(client.get("/instruments/configurator", params=query, headers=HTMX))
+    estimate = memory.estimate_memory("llama-2-7b", method="qlora", r=16, target_modules="all-linear",
+                                      base_dtype="nf4", seq_len=2048, gradient_checkpointing=True)
+    assert _headline(soup, "total") == f"{estimate.total_with_context_bytes / 2**30:,.1f} GiB"
+    fits = [td.get_text(" ", strip=True) for td in soup.select("[data-table=gpus] tbody td.num")]
+    assert len(fits) == 4 and all(cell.startswith("✓ fits") for cell in fits)  # 6 GiB fits even a 24 GB card
+
+
+def test_full_fine_tuning_of_a_70b_model_fits_no_card(client):
+    soup = _soup(client.get("/instruments/configurator", params={"model": "llama-2-70b", "method": "full"}, headers=HTMX))
+    cells = [td.get_text(" ", strip=True) for td in soup.select("[data-table=gpus] tbody td.num")]
+    assert cells and all(cell.startswith("✗ no") for cell in cells)
+    assert _headline(soup, "fit") == "none listed"
+
+
+def test_switching_family_keeps_valid_modules_and_says_so(client):
+    """Llama's names mean nothing to GPT-2: the result falls back to GPT-2's q,v preset and tells the reader."""
+    soup = _soup(client.get("/instruments/configurator",
+                            params={"model": "gpt2", "target_modules": ["q_proj", "v_proj"]}, headers=HTMX))
+    choices = json.loads(soup.select_one("script.target-choices").string)
+    assert choices["selected"] == ["c_attn"] and "c_fc" in choices["names"]
+    notes = soup.select_one(".result-note").get_text(" ", strip=True)
+    assert "no module named q_proj, v_proj" in notes
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("configurator", {"rank": 0}, "rank"),
+        ("configurator", {"model": "no-such-model"}, "model"),
+        ("configurator", {"method": "magic"}, "method"),
+        ("configurator", {"model": "phi-3-mini", "method": "ia3"}, "method"),
+        ("configurator", {"seq_len": "long"}, "seq_len"),
+        ("configurator", {"unexpected": 1}, "unexpected"),
+        ("will-it-fit", {"model": "nope"}, "model"),
+        ("will-it-fit", {"rank": 100000}, "rank"),
+        ("nf4-viewer", {"blocksize": 8}, "blocksize"),
+        ("svd-rank", {"noise": -1}, "noise"),
+        ("scaling", {"alpha": 0}, "alpha"),
+    ],
+)
+def test_bad_settings_get_a_422_naming_the_field(client, path, query, field):
+    fragment = client.get(f"/instruments/{path}", params=query, headers=HTMX)
+    assert fragment.status_code == 422
+    alert = _soup(fragment).select_one(".result-error[role=alert]")
+    assert alert is not None and field in alert.get_text(" ", strip=True)
+    page = client.get(f"/instruments/{path}", params=query, headers=HTML)
+    assert page.status_code == 422 and field in page.text
+
+
+def test_will_it_fit_marks_the_selected_model(client):
+    soup = _soup(client.get("/instruments/will-it-fit", params={"model": "llama-2-13b"}, headers=HTMX))
+    selected = soup.select("[data-table=fit] tr.total")
+    assert [row.select_one("td").get_text(strip=True) for row in selected] == ["Llama-2 13B"]
+    figure = json.loads(soup.select_one("[data-figure=fit] script").string)
+    assert [trace["name"] for trace in figure["data"]] == ["Full fine-tuning", "LoRA", "QLoRA", "Llama-2 13B"]
+    curves = memory.memory_vs_model_size(r=16, seq_len=2048, gradient_checkpointing=True)
+    xs, ys = curves.series("qlora")
+    assert figure["data"][2]["x"] == list(xs)
+    assert figure["data"][2]["y"] == pytest.approx([y / 2**30 for y in ys])
+    assert "Base weights" in figure["data"][2]["text"][0]  # hover carries the breakdown
+    gpu_labels = [note["text"] for note in figure["layout"]["annotations"]]
+    assert gpu_labels == ["RTX 4090 24 GB", "RTX A6000 48 GB", "H100 80 GB", "H200 141 GB"]
+
+
+def test_chapter_embeds_carry_a_permalink_to_the_full_page(client):
+    soup = _soup(client.get("/chapters/lora", headers=HTML))
+    embed = soup.select_one("[data-instrument=configurator]")
+    link = embed.select_one(".instrument-header a")["href"]
+    assert link.startswith("/instruments/configurator?") and "rank=16" in link
+    assert _headline(embed, "trainable") == "16,777,216"
+    followed = _soup(client.get(link, headers=HTML))
+    assert _headline(followed, "trainable") == "16,777,216"
+
+
+def test_every_registered_instrument_is_embedded_and_plotly_is_lazy(client, app):
+    embedded: dict[str, list[str]] = {}
+    for chapter in app.state.library().chapters:
+        soup = _soup(client.get(f"/chapters/{chapter.meta.label}", headers=HTML))
+        names = [el["data-instrument"] for el in soup.select(".instrument[data-instrument]")]
+        for name in names:
+            embedded.setdefault(name, []).append(chapter.meta.label)
+        assert "plotly" not in str(soup.select("script[src]")), "Plotly must load on demand only"
+        has_js = soup.select_one("script[src='/static/js/instruments.js']") is not None
+        assert has_js == bool(names or soup.select_one("[data-lab]")), chapter.meta.label
+    assert set(embedded) == set(INSTRUMENTS)
+    for name, spec in INSTRUMENTS.items():
+        assert {label for label, _ in spec.chapters} <= set(embedded[name]), name
