@@ -17,7 +17,7 @@ from app.content import Library, load_library
 from app.errors import describe
 from app.rendering import is_htmx, make_templates, page
 from app.jobs import JobManager
-from app.routers import instruments, lab, pages
+from app.routers import api, instruments, lab, pages
 from app.settings import Settings, get_settings
 
 
@@ -69,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         lifespan=lifespan,
         title="LoRA Lab",
+        docs_url=None,  # served by app.routers.pages from our own copy of swagger-ui (no CDN)
+        redoc_url=None,
         version="0.1.0",
         description="An interactive textbook on parameter-efficient fine-tuning. "
         "The JSON API under /api/v1 exposes the calculators behind every number in the book.",
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(instruments.router)
     app.include_router(lab.router)
+    app.include_router(api.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

@@ -44,14 +44,16 @@ class ParamsQuery(StrictQuery):
         description="peft module names (repeated or comma-separated) or a preset: q,v / attention / all-linear",
     )
     num_virtual_tokens: int = Field(20, ge=1, le=1024, description="Prefix/prompt tuning: virtual tokens")
-    dtype: Literal["fp32", "bf16", "fp16"] = Field("bf16", description="Adapter storage dtype")
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Adapter storage dtype (peft keeps and saves adapters in fp32 by default)"
+    )
 
     _split = field_validator("target_modules", mode="before")(split_modules)
 
 
 class MemoryQuery(ParamsQuery):
     method: Literal["full", "lora", "qlora", "dora"] = "lora"  # type: ignore[assignment]
-    base_dtype: BaseDtype = Field("bf16", description="Storage dtype of the frozen base weights")
+    base_dtype: BaseDtype | None = Field(None, description="Storage dtype of the frozen base (default: nf4 for qlora, else bf16)")
     optimizer: Optimizer = "adamw"
     batch_size: int = Field(1, ge=1, le=1024, description="Micro-batch size")
     seq_len: int = Field(512, ge=1, le=131072, description="Sequence length in tokens")
@@ -76,5 +78,18 @@ class Nf4ErrorQuery(StrictQuery):
 
 
 class ScalingQuery(StrictQuery):
-    alpha: float = Field(16.0, gt=0, le=1024)
-    max_rank: int = Field(256, ge=2, le=4096)
+    alpha: float = Field(16.0, gt=0, le=1024, description="lora_alpha")
+    max_rank: int = Field(256, ge=2, le=4096, description="Largest rank of the series (powers of two up to it)")
+
+
+class MergeQuery(StrictQuery):
+    d_out: int = Field(512, ge=1, le=2048)
+    d_in: int = Field(512, ge=1, le=2048)
+    rank: int = Field(16, ge=1, le=512)
+    alpha: float = Field(16.0, gt=0, le=4096)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class Nf4OverheadQuery(StrictQuery):
+    model: str = Field("llama-2-70b", max_length=64, description="Architecture slug")
+    blocksize: int = Field(64, ge=16, le=4096, description="Weights per absmax block")

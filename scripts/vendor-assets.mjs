@@ -17,6 +17,8 @@ const ASSETS = [
   ["katex/dist/contrib/auto-render.min.js", "katex/auto-render.min.js"],
   ["katex/dist/fonts", "katex/fonts"],
   ["plotly.js-dist-min/plotly.min.js", "plotly/plotly.min.js"],
+  ["swagger-ui-dist/swagger-ui-bundle.js", "swagger-ui/swagger-ui-bundle.js"],
+  ["swagger-ui-dist/swagger-ui.css", "swagger-ui/swagger-ui.css"],
 ];
 
 for (const [source, target] of ASSETS) {
