@@ -7,11 +7,17 @@
 #   docker run -p 8000:8000 loralab                          # add --gpus all for CUDA
 
 # --- stage 1: front-end libraries from npm -> static/vendor ------------------------
+# Pyodide's wheels are verified against its lock and our calculators are zipped into a
+# wheel for the in-page cells: that step is Python (stdlib + `pip download`).
 FROM node:20-bookworm-slim AS assets
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-pip ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY package.json package-lock.json ./
-COPY scripts/setup scripts/vendor-assets.mjs scripts/
-RUN scripts/setup assets
+COPY scripts/setup scripts/vendor-assets.mjs scripts/vendor-pyodide.py scripts/
+COPY calculators calculators
+RUN PYTHON=python3 scripts/setup assets
 
 # --- stage 2: the Python runtime ---------------------------------------------------
 FROM python:3.11-slim-bookworm AS runtime
