@@ -106,6 +106,9 @@ class JobManager:
         self._jobs: dict[str, Job] = {}
         self._pending: deque[str] = deque()
         self._running: str | None = None
+        # Whether the worker trains on CUDA, from its "ready" event; until then, guess from the
+        # driver's device node (the app process never imports torch).
+        self.worker_cuda: bool = Path("/dev/nvidiactl").exists()
         self._ctx = multiprocessing.get_context("spawn")
         self._process: Any = None
         self._requests: Any = None
@@ -236,6 +239,9 @@ class JobManager:
             del self._jobs[job.id]
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == "ready":
+            self.worker_cuda = bool(event.get("cuda"))
+            return
         with self._lock:
             job = self._jobs.get(event.get("job") or "")
             if job is None or job.status.finished:

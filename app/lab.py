@@ -15,7 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.formatting import format_bytes, format_int
 from app.settings import Settings
+from calculators import architectures, memory, params
+from calculators.lab_task import LAB_TASK_LABELS
 
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
 
@@ -64,6 +67,7 @@ class LabModel:
     model_type: str
     target_modules: tuple[str, ...]
     default_targets: tuple[str, ...]
+    config: dict[str, Any]
 
 
 # peft module names offered per model type (suffix-matched like peft's target_modules)
@@ -94,7 +98,37 @@ def lab_model(settings: Settings) -> LabModel:
         name = path.name if path else "the configured model"
         layers = config.get("num_hidden_layers", "?")
         description = f"{model_type} architecture, {layers} layers, from LORALAB_MODEL_PATH"
-    return LabModel(name, description, model_type, modules, defaults)
+    return LabModel(name, description, model_type, modules, defaults, config)
+
+
+def predict_run(request: TrainRequest, model: LabModel, on_gpu: bool) -> dict[str, Any]:
+    """What the book's calculators predict for this run, to show next to what it measures.
+
+    Trainable: the adapter on the requested modules plus the fresh classification head the
+    lab trains (peft's modules_to_save). Peak memory: the estimator for the lab's precision
+    (bf16 autocast on a GPU, counted as a bf16 base; fp32 on the CPU) without checkpointing.
+    None where the calculators do not know the model's architecture.
+    """
+    try:
+        arch = architectures.from_hf_config("lab-model", model.name, model.config)
+    except (KeyError, ValueError):
+        return {}
+    targets = request.target_modules or list(model.default_targets)
+    method = "dora" if request.method == "dora" else "lora"
+    counted = params.count_trainable(arch, method, r=request.rank, target_modules=targets)
+    head = params.classification_head_params(arch, len(LAB_TASK_LABELS))
+    base_dtype = "nf4" if request.method == "qlora" else ("bf16" if on_gpu else "fp32")
+    estimate = memory.estimate_memory(
+        arch, method=request.method, r=request.rank, target_modules=targets, base_dtype=base_dtype,
+        batch_size=request.batch_size, seq_len=request.seq_len, gradient_checkpointing=False,
+        compute_dtype="bf16" if on_gpu else "fp32",
+    )
+    trainable = counted.trainable + head
+    return {
+        "trainable_params": trainable,
+        "peak_memory_bytes": estimate.total_bytes,
+        "display": {"trainable_params": format_int(trainable), "peak_memory": format_bytes(estimate.total_bytes)},
+    }
 
 
 def lab_context(settings: Settings) -> dict[str, Any]:

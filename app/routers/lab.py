@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Streamin
 
 from app.formatting import format_bytes, format_int
 from app.jobs import Job, JobManager, QueueFull
-from app.lab import TrainRequest, lab_context
+from app.lab import TrainRequest, lab_context, lab_model, predict_run
 from app.rendering import page
 
 router = APIRouter(tags=["lab"])
@@ -75,8 +75,11 @@ def submit(request: Request, body: TrainRequest) -> JSONResponse:
         return JSONResponse(
             {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)}
         )
+    predicted = predict_run(body, lab_model(request.app.state.settings), on_gpu=manager.worker_cuda)
     return JSONResponse(
         {**job.public(), "queue_position": manager.queue_position(job.id),
+         "predicted": {k: v for k, v in predicted.items() if k != "display"},
+         "predicted_display": predicted.get("display", {}),
          "links": {"self": f"/api/v1/train/{job.id}", "events": f"/api/v1/train/{job.id}/events",
                    "adapter": f"/api/v1/train/{job.id}/adapter"}},
         status_code=202, headers={"Location": f"/api/v1/train/{job.id}"},

@@ -93,6 +93,10 @@ def test_a_run_streams_steps_and_exports_a_peft_adapter(lab_client):
     assert summary["steps_completed"] == SHORT["steps"]
     assert 0 <= summary["accuracy_after"] <= 1
     assert summary["display"]["trainable_params"].replace(",", "").isdigit()
+    # the book's calculators predicted the trainable count exactly (LoRA on query,value + the head)
+    assert job["predicted"]["trainable_params"] == summary["trainable_params"]
+    assert job["predicted_display"]["trainable_params"] == summary["display"]["trainable_params"]
+    assert job["predicted"]["peak_memory_bytes"] > 0
     assert events[-1] == ("end", {"type": "end", "status": "succeeded"})
 
     final = wait_until_finished(lab_client, job["id"])
