@@ -170,7 +170,9 @@
 
   function start() {
     drawAll(document);
-    restoreFromChapterUrl();
+    // htmx binds the forms' triggers on DOMContentLoaded too; restore once it has.
+    if (document.readyState === "complete") restoreFromChapterUrl();
+    else window.addEventListener("load", restoreFromChapterUrl, { once: true });
     // Without JS the forms submit as plain GETs; with it, the Update buttons are redundant.
     document.querySelectorAll(".instrument-form .submit-fallback").forEach(function (b) { b.hidden = true; });
   }
