@@ -19,7 +19,7 @@ def _layout(xaxis: dict[str, Any], yaxis: dict[str, Any], **extra: Any) -> dict[
         "height": 320,
         "xaxis": {"automargin": True, **xaxis},
         "yaxis": {"automargin": True, **yaxis},
-        "legend": {"orientation": "h", "x": 0, "y": -0.2, "yanchor": "top"},
+        "legend": {"orientation": "h", "x": 0, "y": -0.4, "yanchor": "top"},
         **extra,
     }
 
@@ -40,7 +40,7 @@ def stacked_bar(title: str, categories: Sequence[str], stacks: Sequence[tuple[st
                      title={"text": title, "font": {"size": 14}}, height=200 + 40 * len(categories),
                      shapes=[s for s, _ in lines], annotations=[a for _, a in lines])
     layout["margin"] = {**layout["margin"], "t": 60}
-    layout["legend"] = {**layout["legend"], "y": -0.35}
+    layout["legend"] = {**layout["legend"], "y": -0.45}
     return {"data": data, "layout": layout}
 
 

@@ -283,7 +283,7 @@ def will_it_fit(q: WillItFitQuery) -> dict[str, Any]:
                 "Peak training memory against model size",
                 series,
                 {"title": {"text": "parameters"}, "type": "log"},
-                {"title": {"text": "GiB (with CUDA context)"}, "type": "log"},
+                {"title": {"text": "GiB (with CUDA context)"}, "type": "log", "dtick": 1},
                 shapes=shapes, annotations=notes, height=460,
             ),
         },
@@ -321,7 +321,7 @@ def nf4_viewer(q: Nf4ViewerQuery) -> dict[str, Any]:
     ]
     return {
         "model_options": model_options(),
-        "errors": errors,
+        "error_rows": errors,
         "figures": {
             "levels": figures.nf4_levels_figure(bins, density),
             "errors": figures.error_histograms([(CODEBOOK_LABELS[s.method], s.bin_edges, s.counts) for s in stats]),
@@ -372,7 +372,7 @@ def svd_rank(q: SvdRankQuery) -> dict[str, Any]:
             "spectrum": figures.lines(
                 "Singular values",
                 [{"name": "σᵢ", "x": list(range(1, len(spectrum) + 1)), "y": spectrum, "mode": "markers", "marker_size": 5}],
-                {"title": {"text": "index i"}}, {"title": {"text": "σᵢ"}, "type": "log"}, shapes=[marker],
+                {"title": {"text": "index i"}}, {"title": {"text": "σᵢ"}, "type": "log", "dtick": 1}, shapes=[marker],
             ),
         },
     }
@@ -409,7 +409,7 @@ def scaling(q: ScalingQuery) -> dict[str, Any]:
                     {"name": "rsLoRA: scale·√r", "x": series.ranks, "y": series.rslora_effective_scale, "dash": "dash"},
                 ],
                 {"title": {"text": "rank r"}, "type": "log", "dtick": 0.30103},
-                {"title": {"text": "value"}, "type": "log"},
+                {"title": {"text": "value"}, "type": "log", "dtick": 1},
                 shapes=[marker],
             ),
         },

@@ -40,6 +40,7 @@ def test_standalone_page_has_form_result_and_figures(client, name):
         spec = json.loads(figure.string)
         assert spec["data"], "a figure without traces"
     assert soup.select_one("script[src='/static/js/instruments.js']") is not None
+    assert not soup.select("[role=alert]"), "the default settings must not show an error"
 
 
 @pytest.mark.parametrize("name", sorted(INSTRUMENTS))
