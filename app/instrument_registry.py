@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from urllib.parse import urlencode
@@ -38,7 +39,15 @@ class InstrumentSpec:
     def context(self, query: BaseModel, embed_id: str, standalone: bool) -> dict[str, Any]:
         permalink = urlencode(query.model_dump(mode="json"), doseq=True)
         return {"q": query, "embed_id": embed_id, "standalone": standalone, "spec": self, "permalink": permalink,
-                **self.view(query)}
+                **_view_result(self.name, query.model_dump_json())}
+
+
+@lru_cache(maxsize=2048)
+def _view_result(name: str, query_json: str) -> dict[str, Any]:
+    """Views are pure functions of their settings, and readers share URLs (the chapters'
+    defaults above all): remember recent results. Templates only read them."""
+    spec = INSTRUMENTS[name]
+    return spec.view(spec.query_model.model_validate_json(query_json))
 
 
 INSTRUMENTS: dict[str, InstrumentSpec] = {

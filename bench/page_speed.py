@@ -13,36 +13,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import httpx
+from _server import percentile, start_server
 
-ROOT = Path(__file__).resolve().parent.parent
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def start_server() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
 
 
 def ttfb_ms(client: httpx.Client, url: str, runs: int) -> list[float]:
@@ -94,8 +73,8 @@ def main() -> None:
     print(f"| page | TTFB p50 (ms) | TTFB p99 (ms) | requests (cold) | transferred (cold) | load (ms) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for path in args.pages:
-        t = sorted(timings[path])
-        p99 = t[min(len(t) - 1, int(round(0.99 * (len(t) - 1))))]
+        t = timings[path]
+        p99 = percentile(t, 0.99)
         n, size, load = weights[path]
         print(f"| `{path}` | {statistics.median(t):.1f} | {p99:.1f} | {n} | {size / 1000:,.1f} kB | {load:.0f} |")
 

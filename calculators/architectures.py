@@ -162,8 +162,7 @@ class Architecture:
     @property
     def n_params(self) -> int:
         """Total parameters of `hf_class`: linears + embeddings + experts + norms (tied head once)."""
-        linear = sum(m.n_params for m in self.linear_modules())
-        return linear + self.n_params_embedding + self.n_params_expert_mlp + self.n_params_norms
+        return _total_params(self)
 
     @property
     def n_params_per_token_active(self) -> int:
@@ -247,11 +246,19 @@ _LINEARS = {
 
 
 @lru_cache(maxsize=None)
+@lru_cache(maxsize=256)
+def _total_params(arch: Architecture) -> int:
+    linear = sum(m.n_params for m in arch.linear_modules())
+    return linear + arch.n_params_embedding + arch.n_params_expert_mlp + arch.n_params_norms
+
+
+@lru_cache(maxsize=256)  # an Architecture is frozen and hashable; its modules never change
 def _linear_modules(arch: Architecture) -> tuple[LinearModule, ...]:
     return tuple(_LINEARS[arch.family](arch) + _head(arch))
 
 
 @lru_cache(maxsize=None)
+@lru_cache(maxsize=256)
 def _expert_modules(arch: Architecture) -> tuple[LinearModule, ...]:
     if arch.num_local_experts <= 1:
         return ()

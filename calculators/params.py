@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from calculators.architectures import Architecture, LinearModule, get_architecture, matches, resolve_targets
 
@@ -87,7 +88,12 @@ def lora_module_params(in_features: int, out_features: int, r: int) -> int:
 
 def _targeted(arch: Architecture, targets: Sequence[str]) -> list[LinearModule]:
     """Every linear kind a peft target list matches (a name may match several kinds)."""
-    return [m for m in arch.linear_modules() if any(matches(m, t) for t in targets)]
+    return list(_targeted_cached(arch, tuple(targets)))
+
+
+@lru_cache(maxsize=1024)
+def _targeted_cached(arch: Architecture, targets: tuple[str, ...]) -> tuple[LinearModule, ...]:
+    return tuple(m for m in arch.linear_modules() if any(matches(m, t) for t in targets))
 
 
 def _check_rank(r: int, modules: Sequence[LinearModule], arch: Architecture, name: str = "r") -> None:
