@@ -15,7 +15,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY package.json package-lock.json ./
-COPY scripts/setup scripts/vendor-assets.mjs scripts/vendor-pyodide.py scripts/
+COPY scripts/setup scripts/vendor-assets.mjs scripts/vendor-pyodide.py scripts/precompress.py scripts/
 COPY calculators calculators
 RUN PYTHON=python3 scripts/setup assets
 

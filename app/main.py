@@ -10,7 +10,6 @@ from typing import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.content import Library, load_library
@@ -19,6 +18,7 @@ from app.rendering import is_htmx, make_templates, page
 from app.jobs import JobManager
 from app.routers import api, instruments, lab, pages
 from app.settings import Settings, get_settings
+from app.static_files import BookStaticFiles, CompressResponses
 
 
 def _library_loader(settings: Settings, templates) -> Callable[[], Library]:
@@ -78,7 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.templates = make_templates(settings)
     app.state.library = _library_loader(settings, app.state.templates)
-    app.mount("/static", StaticFiles(directory=str(settings.static_dir)), name="static")
+    app.mount("/static", BookStaticFiles(directory=str(settings.static_dir)), name="static")
+    app.add_middleware(CompressResponses)
     app.state.jobs = get_jobs
     app.include_router(pages.router)
     app.include_router(instruments.router)

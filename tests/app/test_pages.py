@@ -78,3 +78,25 @@ def test_static_vendor_assets_are_served(client):
         "/static/css/book.css",
     ):
         assert client.get(path).status_code == 200, path
+
+
+def test_big_libraries_go_out_precompressed_and_cacheable(client):
+    gzip = client.get("/static/vendor/plotly/plotly.min.js", headers={"accept-encoding": "gzip"})
+    plain = client.get("/static/vendor/plotly/plotly.min.js", headers={"accept-encoding": "identity"})
+    assert gzip.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert gzip.headers["content-type"].startswith("text/javascript")
+    assert gzip.content == plain.content  # the same library, decoded
+    assert int(gzip.headers["content-length"]) < len(plain.content) / 2
+    assert "max-age" in gzip.headers["cache-control"]
+    wasm = client.get("/static/vendor/pyodide/pyodide.asm.wasm", headers={"accept-encoding": "gzip"})
+    assert wasm.headers["content-type"] == "application/wasm"  # streaming compilation needs it
+    again = client.get("/static/vendor/plotly/plotly.min.js",
+                       headers={"accept-encoding": "gzip", "if-none-match": gzip.headers["etag"]})
+    assert again.status_code == 304
+
+
+def test_pages_are_compressed_and_our_assets_revalidate(client):
+    page = client.get("/chapters/lora", headers={"accept-encoding": "gzip", **HTML})
+    assert page.headers["content-encoding"] == "gzip"
+    css = client.get("/static/css/book.css")
+    assert css.headers["cache-control"] == "no-cache" and "etag" in css.headers
