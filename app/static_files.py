@@ -56,7 +56,7 @@ class CompressResponses:
 
     def __init__(self, app: ASGIApp, minimum_size: int = 1024) -> None:
         self.app = app
-        self.gzip = GZipMiddleware(app, minimum_size=minimum_size)
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size, compresslevel=6)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(VENDOR_PREFIX):

@@ -59,6 +59,22 @@
     (root || document).querySelectorAll(".plot").forEach(draw);
   }
 
+  // On page load, a figure is drawn (and Plotly's 4.6 MB fetched) only when it nears the
+  // viewport: a chapter whose instrument is far below costs nothing until the reader gets there.
+  var nearViewport = "IntersectionObserver" in window ? new IntersectionObserver(function (entries) {
+    entries.forEach(function (entry) {
+      if (!entry.isIntersecting) return;
+      nearViewport.unobserve(entry.target);
+      draw(entry.target);
+    });
+  }, { rootMargin: "600px 0px" }) : null;
+
+  function drawWhenNear(root) {
+    (root || document).querySelectorAll(".plot").forEach(function (el) {
+      if (nearViewport) nearViewport.observe(el); else draw(el);
+    });
+  }
+
   document.addEventListener("loralab:theme", function () {
     document.querySelectorAll(".plot.plot-ready").forEach(function (el) {
       if (window.Plotly && el._loralabFigure) window.Plotly.relayout(el, themed(el._loralabFigure.layout || {}));
@@ -169,7 +185,7 @@
   });
 
   function start() {
-    drawAll(document);
+    drawWhenNear(document);
     // htmx binds the forms' triggers on DOMContentLoaded too; restore once it has.
     if (document.readyState === "complete") restoreFromChapterUrl();
     else window.addEventListener("load", restoreFromChapterUrl, { once: true });

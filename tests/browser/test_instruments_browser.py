@@ -126,6 +126,8 @@ def test_chapter_embed_remembers_its_settings_in_the_chapter_url(live_server, br
     page = browser_page
     page.goto(f"{live_server}/chapters/lora")
     embed = page.locator("[data-instrument=configurator]").first
+    assert page.evaluate("!window.Plotly"), "Plotly loads only when a figure nears the viewport"
+    embed.scroll_into_view_if_needed()
     embed.locator(".plot.plot-ready").first.wait_for(timeout=15_000)
     embed_id = embed.get_attribute("data-embed")
     embed.locator("input[type=range][name=rank]").fill("32")
