@@ -155,3 +155,20 @@ def test_time_limit_and_stop_restart_python(page, live_server):
 
     assert run(page, 1, "print(6 * 7)") == "done"  # a fresh interpreter answers
     assert output(page, 1).strip() == "42"
+
+
+def _chapters_with_cells() -> list[tuple[str, int]]:
+    from app.main import create_app
+
+    return [(c.meta.label, len(c.cells)) for c in create_app().state.library().chapters if c.cells]
+
+
+@pytest.mark.parametrize(("label", "n_cells"), _chapters_with_cells())
+def test_every_cell_of_every_chapter_runs_in_the_browser(page, live_server, label, n_cells):
+    """The reader's own path: each cell, in order, in the page's shared Pyodide interpreter."""
+    page.goto(f"{live_server}/chapters/{label}")
+    for n in range(1, n_cells + 1):
+        state = run(page, n)
+        assert state == "done", f"{label} cell {n} ended {state}:\n{output(page, n)}"
+        assert "Traceback" not in output(page, n), f"{label} cell {n}:\n{output(page, n)}"
+    assert_only_our_server(page, live_server)
