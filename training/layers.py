@@ -189,6 +189,25 @@ class NF4Weight:
         return self.absmax is None
 
 
+class _DequantizingLinear(torch.autograd.Function):
+    """y = x·Wᵀ + b for a frozen 4-bit W that is rebuilt from its codes in the forward pass and
+    again in the backward pass (grad_x = grad_y·W), as bitsandbytes' MatMul4Bit does. A plain
+    F.linear would make autograd keep the dequantized W of every layer until backward: a
+    16-bit copy of the whole base, the memory QLoRA exists to save."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: "NF4Linear") -> torch.Tensor:
+        ctx.layer = layer
+        weight = layer.dequantize().to(layer.compute_dtype)  # (out, in), dropped when forward returns
+        bias = None if layer.bias is None else layer.bias.to(layer.compute_dtype)
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        weight = ctx.layer.dequantize().to(grad_output.dtype)  # (out, in), rebuilt
+        return grad_output @ weight, None  # (batch, seq, in_features)
+
+
 class NF4Linear(nn.Module):
     """A frozen linear layer whose weight is stored as 4-bit NF4 codes (Dettmers et al. 2023, §3).
 
@@ -265,9 +284,7 @@ class NF4Linear(nn.Module):
         return weight.reshape(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.dequantize().to(self.compute_dtype)  # (out, in), rebuilt per call, never stored
-        bias = None if self.bias is None else self.bias.to(self.compute_dtype)
-        return F.linear(x.to(self.compute_dtype), weight, bias)  # (batch, seq, out_features)
+        return _DequantizingLinear.apply(x.to(self.compute_dtype), self)  # (batch, seq, out_features)
 
     def extra_repr(self) -> str:
         return (

@@ -117,3 +117,23 @@ def test_our_quantizer_agrees_with_bitsandbytes_on_cpu():
     same_codes = (ours.codes == theirs.codes).float().mean().item()
     assert same_codes > 0.999, f"only {same_codes:.4%} of packed code bytes agree"
     torch.testing.assert_close(ours.dequantize(), functional.dequantize_4bit(packed, state).float(), rtol=0, atol=2e-3)
+
+
+def test_backward_rebuilds_the_weight_instead_of_keeping_it():
+    """The input gradient is grad_y·W, as for a dense layer with the dequantized weight, but
+    autograd keeps no copy of W between forward and backward (bitsandbytes' MatMul4Bit does the same)."""
+    pytest.importorskip("calculators.nf4")
+    torch.manual_seed(5)
+    linear = nn.Linear(256, 128)
+    base = NF4Linear.from_linear(linear, blocksize=64, double_quant=True)
+    x = torch.randn(4, 7, 256, requires_grad=True)  # (batch, seq, in)
+    saved: list[int] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        y = base(x)
+    assert 256 * 128 not in saved, f"a dequantized weight was kept for backward: {saved}"
+    grad_y = torch.randn_like(y)
+    y.backward(grad_y)
+    reference = x.detach().clone().requires_grad_(True)
+    torch.nn.functional.linear(reference, base.dequantize(), base.bias).backward(grad_y)
+    torch.testing.assert_close(y, torch.nn.functional.linear(x.detach(), base.dequantize(), base.bias))
+    torch.testing.assert_close(x.grad, reference.grad)
