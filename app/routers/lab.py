@@ -63,6 +63,13 @@ def lab_page(request: Request):
     return page(request, "lab.html", **lab_context(request.app.state.settings))
 
 
+@router.post("/api/v1/train/predict", summary="What the calculators predict for a run, without running it")
+def predict(request: Request, body: TrainRequest) -> dict:
+    predicted = predict_run(body, lab_model(request.app.state.settings), on_gpu=jobs(request).worker_cuda)
+    return {"predicted": {k: v for k, v in predicted.items() if k != "display"},
+            "predicted_display": predicted.get("display", {})}
+
+
 @router.post(
     "/api/v1/train", status_code=202, summary="Queue a training run",
     responses={429: {"description": "Queue full; see Retry-After"}, 422: {"description": "Invalid field"}},

@@ -37,9 +37,33 @@
     };
   }
 
+  var METHOD_NAMES = { lora: "LoRA", qlora: "QLoRA", dora: "DoRA" };
+
   function label(request) {
-    return request.method.toUpperCase() + " r=" + request.rank + " α=" + request.alpha;
+    return (METHOD_NAMES[request.method] || request.method) + " r=" + request.rank + " α=" + request.alpha;
   }
+
+  // Before the first run, the status line says what the book's calculators predict for the
+  // settings on the form (the server computes it; nothing is trained).
+  var predictTimer = null;
+  function showPrediction() {
+    if (runs.length) return;
+    clearTimeout(predictTimer);
+    predictTimer = setTimeout(function () {
+      fetch("/api/v1/train/predict", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body()) })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (json) {
+          var p = json && json.predicted_display;
+          if (runs.length || !p || !p.trainable_params) return;
+          setStatus("The book predicts " + p.trainable_params + " trainable parameters and a peak of " + p.peak_memory +
+                    " for " + label(body()) + ". Start a run to measure both. A default run takes about a minute on two CPU cores.", "");
+          status.dataset.prediction = p.trainable_params;
+        });
+    }, 150);
+  }
+  form.addEventListener("input", showPrediction);
+  form.addEventListener("change", showPrediction);
+  showPrediction();
 
   function drawLoss() {
     window.loralabLoadPlotly().then(function (Plotly) {

@@ -135,3 +135,16 @@ def test_the_lab_page_offers_the_models_modules(lab_client):
     soup = BeautifulSoup(lab_client.get("/lab").text, "html.parser")
     boxes = {box["value"]: box.has_attr("checked") for box in soup.select("input[name=target_modules]")}
     assert boxes == {"query": True, "key": False, "value": True, "dense": False}
+
+
+def test_predict_counts_the_adapter_and_the_head_without_training(lab_client):
+    """MiniLM: 6 layers, hidden 384; LoRA on query and value adds r·(384 + 384) per module; the
+    3-way head is 384·3 + 3."""
+    head = 384 * 3 + 3
+    counts = {}
+    for rank in (4, 8):
+        response = lab_client.post("/api/v1/train/predict", json={"rank": rank})
+        assert response.status_code == 200
+        counts[rank] = response.json()["predicted"]["trainable_params"]
+    assert counts[8] - head == 6 * 2 * 8 * (384 + 384) == 2 * (counts[4] - head)
+    assert lab_client.post("/api/v1/train/predict", json={"rank": 0}).status_code == 422

@@ -14,6 +14,9 @@ pytestmark = pytest.mark.browser
 def test_short_run_from_the_page(live_server, browser_page, screenshot_dir, tmp_path):
     page = browser_page
     page.goto(f"{live_server}/lab")
+    # before any run, the status says what the calculators predict for the form's settings
+    page.wait_for_selector("#lab-status[data-prediction='74,883']", timeout=10_000)
+    assert "74,883 trainable parameters" in page.inner_text("#lab-status")
     page.fill("#lab-steps", "20")  # range input: set the value, fire input
     page.eval_on_selector("#lab-steps", "el => { el.value = '20'; el.dispatchEvent(new Event('input', {bubbles: true})); }")
     page.select_option("#lab-batch", "8")
@@ -29,6 +32,8 @@ def test_short_run_from_the_page(live_server, browser_page, screenshot_dir, tmp_
     losses = page.evaluate("document.getElementById('lab-loss').data[0].y")
     assert len(losses) == 20 and all(v > 0 for v in losses)
     assert "→" in page.inner_text("#lab-table tbody tr td:nth-child(7)")
+    measured, predicted = (page.inner_text(f"#lab-table tbody tr td:nth-child({n})") for n in (2, 3))
+    assert measured == predicted == "74,883"
     page.screenshot(path=str(screenshot_dir / "lab-after-run.png"), full_page=True)
 
     with page.expect_download() as download_info:
