@@ -69,6 +69,15 @@ def test_tiny_llama_from_loralab_model_path(tiny_llama_path, monkeypatch):
     assert summary.target_modules == ("q_proj", "v_proj")
     assert events[-2].loss < events[0].loss  # a random tiny Llama still fits the training batches a bit
     assert (summary.adapter_dir / "adapter_model.safetensors").exists()
+    # the lab's prediction for a self-hoster's checkpoint: read from its config.json, exact
+    from dataclasses import replace
+
+    from app.lab import TrainRequest, lab_model, predict_run
+    from app.settings import Settings
+
+    model = lab_model(replace(Settings(), model_path=tiny_llama_path))
+    request = TrainRequest(rank=4, alpha=8, steps=30, batch_size=16, seq_len=32)
+    assert predict_run(request, model, on_gpu=False)["trainable_params"] == summary.trainable_params
 
 
 def test_qlora_run_quantizes_every_block_linear(small_data):
