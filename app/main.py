@@ -18,6 +18,7 @@ from app.rendering import is_htmx, make_templates, page
 from app.jobs import JobManager
 from app.routers import api, instruments, lab, pages
 from app.settings import Settings, get_settings
+from app.security import SecurityHeaders
 from app.static_files import BookStaticFiles, CompressResponses
 
 
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.library = _library_loader(settings, app.state.templates)
     app.mount("/static", BookStaticFiles(directory=str(settings.static_dir)), name="static")
     app.add_middleware(CompressResponses)
+    app.add_middleware(SecurityHeaders)
     app.state.jobs = get_jobs
     app.include_router(pages.router)
     app.include_router(instruments.router)

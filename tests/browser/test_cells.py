@@ -96,7 +96,7 @@ def test_svd_cell_prints_errors_down_to_the_noise_floor_and_plots(page, live_ser
     assert "Truncated SVD" in plot.inner_text()
     page.locator(cell(1)).screenshot(path=str(screenshot_dir / "cell-light.png"))
     page.click("#theme-toggle")
-    page.wait_for_function("document.documentElement.dataset.theme === 'dark'")
+    page.wait_for_function("() => document.documentElement.dataset.theme === 'dark'")
     page.wait_for_timeout(300)
     page.locator(cell(1)).screenshot(path=str(screenshot_dir / "cell-dark.png"))
 

@@ -26,7 +26,7 @@ def wait_for_headline(page, key: str, expected: str) -> None:
 
 def settle(page) -> None:
     """Wait until no instrument request is in flight and the figures are drawn."""
-    page.wait_for_function("!document.querySelector('.instrument.is-loading')", timeout=10_000)
+    page.wait_for_function("() => !document.querySelector('.instrument.is-loading')", timeout=10_000)
     page.wait_for_selector(".instrument-result .plot.plot-ready", timeout=15_000)
 
 
@@ -76,7 +76,7 @@ def test_will_it_fit_marks_the_model_and_follows_the_rank(live_server, browser_p
     settle(page)
     page.select_option("#will-it-fit-model", "llama-2-13b")
     page.wait_for_function(
-        "document.querySelector('[data-table=fit] tr.total td')?.textContent.trim() === 'Llama-2 13B'", timeout=10_000)
+        "() => document.querySelector('[data-table=fit] tr.total td')?.textContent.trim() === 'Llama-2 13B'", timeout=10_000)
     lora_before = page.locator("[data-table=fit] tr.total td").nth(3).inner_text()
     page.locator("#will-it-fit-rank").fill("128")
     page.wait_for_function(
@@ -94,7 +94,7 @@ def test_nf4_viewer_block_size_changes_the_overhead(live_server, browser_page):
     settle(page)
     page.select_option("#nf4-viewer-blocksize", "128")
     page.wait_for_function(
-        "document.querySelector('[data-table=overhead] tbody tr:nth-child(2) td:nth-child(2)')?.textContent.trim() === "
+        "() => document.querySelector('[data-table=overhead] tbody tr:nth-child(2) td:nth-child(2)')?.textContent.trim() === "
         f"'{4 + nf4.bits_per_param(128):.3f}'", timeout=10_000)  # 4 code bits + 32/128
     stats = nf4.quantization_error(nf4.sample_weights("normal", n=128 * 64, seed=0), "nf4", 128, n_bins=41)
     assert headline(page, "nf4-mse") == f"{stats.mse:.3g}"

@@ -26,7 +26,7 @@ def test_short_run_from_the_page(live_server, browser_page, screenshot_dir, tmp_
     page.wait_for_selector("#lab-loss .scatterlayer .trace", timeout=120_000)
     first_points = page.evaluate("document.getElementById('lab-loss').data[0].x.length")
     page.wait_for_function(
-        f"document.getElementById('lab-loss').data[0].x.length > {first_points}", timeout=60_000
+        f"() => document.getElementById('lab-loss').data[0].x.length > {first_points}", timeout=60_000
     )
     page.wait_for_selector("#lab-status[data-kind=done]", timeout=180_000)
     losses = page.evaluate("document.getElementById('lab-loss').data[0].y")
