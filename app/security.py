@@ -64,26 +64,40 @@ class SecurityHeaders:
             await self._too_large(scope, receive, send_with_headers)
             return
 
+        # Without a Content-Length the body is counted as it arrives; past the limit the app is
+        # told the client left, and whatever it answers is replaced by the 413.
         received = 0
+        too_large = False
+        answered = False
 
         async def bounded_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise BodyTooLarge
+                    too_large = True
+                    return {"type": "http.disconnect"}
             return message
 
+        async def guarded_send(message: Message) -> None:
+            nonlocal answered
+            if not too_large:
+                await send_with_headers(message)
+            elif message["type"] == "http.response.start" and not answered:
+                answered = True
+                await self._too_large(scope, receive, send_with_headers)
+
         try:
-            await self.app(scope, bounded_receive, send_with_headers)
-        except BodyTooLarge:
+            await self.app(scope, bounded_receive, guarded_send)
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not answered:
             await self._too_large(scope, receive, send_with_headers)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = JSONResponse({"detail": f"body: larger than {self.max_body_bytes} bytes"}, status_code=413)
         await response(scope, receive, send)
-
-
-class BodyTooLarge(Exception):
-    """A request body grew past the limit while it was being read."""
