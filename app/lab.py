@@ -101,6 +101,16 @@ def lab_model(settings: Settings) -> LabModel:
     return LabModel(name, description, model_type, modules, defaults, config)
 
 
+def check_targets(request: TrainRequest, model: LabModel) -> None:
+    """The requested modules must exist in the lab's model (ValueError naming target_modules)."""
+    if not model.target_modules:
+        return  # an architecture we do not list: the worker reports what peft finds
+    unknown = [name for name in request.target_modules if name not in model.target_modules]
+    if unknown:
+        raise ValueError(f"target_modules: {', '.join(unknown)} not in {model.name}; "
+                         f"choose from {', '.join(model.target_modules)}")
+
+
 def predict_run(request: TrainRequest, model: LabModel, on_gpu: bool) -> dict[str, Any]:
     """What the book's calculators predict for this run, to show next to what it measures.
 

@@ -10,7 +10,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Streamin
 
 from app.formatting import format_bytes, format_int
 from app.jobs import Job, JobManager, QueueFull
-from app.lab import TrainRequest, lab_context, lab_model, predict_run
+from app.errors import calculator_input
+from app.lab import TrainRequest, check_targets, lab_context, lab_model, predict_run
 from app.rendering import page
 
 router = APIRouter(tags=["lab"])
@@ -65,7 +66,10 @@ def lab_page(request: Request):
 
 @router.post("/api/v1/train/predict", summary="What the calculators predict for a run, without running it")
 def predict(request: Request, body: TrainRequest) -> dict:
-    predicted = predict_run(body, lab_model(request.app.state.settings), on_gpu=jobs(request).worker_cuda)
+    model = lab_model(request.app.state.settings)
+    with calculator_input(location="body"):
+        check_targets(body, model)
+    predicted = predict_run(body, model, on_gpu=jobs(request).worker_cuda)
     return {"predicted": {k: v for k, v in predicted.items() if k != "display"},
             "predicted_display": predicted.get("display", {})}
 
@@ -75,6 +79,9 @@ def predict(request: Request, body: TrainRequest) -> dict:
     responses={429: {"description": "Queue full; see Retry-After"}, 422: {"description": "Invalid field"}},
 )
 def submit(request: Request, body: TrainRequest) -> JSONResponse:
+    model = lab_model(request.app.state.settings)
+    with calculator_input(location="body"):
+        check_targets(body, model)
     manager = jobs(request)
     try:
         job = manager.submit(body.training_config() | {"request": body.model_dump()})
@@ -82,7 +89,7 @@ def submit(request: Request, body: TrainRequest) -> JSONResponse:
         return JSONResponse(
             {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)}
         )
-    predicted = predict_run(body, lab_model(request.app.state.settings), on_gpu=manager.worker_cuda)
+    predicted = predict_run(body, model, on_gpu=manager.worker_cuda)
     return JSONResponse(
         {**job.public(), "queue_position": manager.queue_position(job.id),
          "predicted": {k: v for k, v in predicted.items() if k != "display"},

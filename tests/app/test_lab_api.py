@@ -49,6 +49,7 @@ def wait_until_finished(client, job_id: str, timeout_s: float = 180) -> dict:
         ({"lr": 0}, "lr"),
         ({"alpha": -3}, "alpha"),
         ({"target_modules": ["query; rm -rf /"]}, "target_modules"),
+        ({"target_modules": ["q_proj"]}, "target_modules"),  # not a module of the lab's BERT model
         ({"seq_len": 4}, "seq_len"),
         ({"unknown": 1}, "unknown"),
     ],
