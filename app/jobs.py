@@ -269,6 +269,7 @@ class JobManager:
 
     def _watch(self) -> None:
         """Move worker events into jobs; enforce time limits; notice a dead worker."""
+        last_check = 0.0
         while not self._closed:
             events = self._events
             if events is None:
@@ -276,13 +277,15 @@ class JobManager:
                 continue
             try:
                 self._on_event(events.get(timeout=0.25))
-                continue
             except queue.Empty:
                 pass
             except (OSError, ValueError, EOFError):
                 time.sleep(0.2)
-            with self._lock:
-                self._check_running()
+            # Checked between events too: a run streams a step every few milliseconds.
+            if time.monotonic() - last_check >= 0.25:
+                last_check = time.monotonic()
+                with self._lock:
+                    self._check_running()
 
     def _check_running(self) -> None:
         job = self._jobs.get(self._running) if self._running else None
