@@ -10,6 +10,9 @@
 # Pyodide's wheels are verified against its lock and our calculators are zipped into a
 # wheel for the in-page cells: that step is Python (stdlib + `pip download`).
 FROM node:20-bookworm-slim AS assets
+# Debian's point releases replace package versions, so pinned versions would break the build;
+# the base image's tag pins the distribution instead.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-pip ca-certificates \
     && rm -rf /var/lib/apt/lists/*
@@ -28,7 +31,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1
-RUN useradd --create-home --uid 10001 loralab
+RUN groupadd --gid 10001 loralab && useradd --create-home --uid 10001 --gid 10001 loralab
 WORKDIR /app
 COPY --chown=loralab:loralab . .
 # TORCH=cpu takes the CPU wheel (a few hundred MB); TORCH=cuda takes PyPI's CUDA build.
@@ -36,7 +39,7 @@ RUN if [ "$TORCH" = "cpu" ]; then export TORCH_INDEX_URL=https://download.pytorc
     && scripts/setup python \
     && rm -rf /root/.cache/pip
 COPY --from=assets --chown=loralab:loralab /src/static/vendor /app/static/vendor
-USER loralab
+USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request, sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status == 200 else 1)"]
