@@ -14,6 +14,8 @@ PALETTE = ("#6d5bd0", "#2a9d8f", "#e76f51", "#3a86ff", "#f4a261", "#8d99ae", "#d
 
 
 def _layout(xaxis: dict[str, Any], yaxis: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    if "title" in extra:  # left-aligned: a centred title is clipped on both sides of a narrow plot
+        extra["title"] = {"x": 0, "xanchor": "left", "xref": "paper", **extra["title"]}
     return {
         "margin": {"l": 60, "r": 16, "t": 36, "b": 48},
         "height": 320,

@@ -162,3 +162,20 @@ def test_instrument_screenshots(live_server, browser_context_factory, screenshot
     width = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert width <= 0
     assert re.search(r"/instruments/" + name, page.url)
+
+
+@pytest.mark.parametrize("name", ["configurator", "will-it-fit"])
+def test_instruments_fit_a_phone(live_server, browser_context_factory, screenshot_dir, name):
+    context = browser_context_factory(viewport={"width": 375, "height": 812}, device_scale_factor=2, is_mobile=True)
+    page = context.new_page()
+    page.goto(f"{live_server}/instruments/{name}")
+    page.locator(".instrument-result .plot").first.scroll_into_view_if_needed()  # figures draw near the viewport
+    settle(page)
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    clipped = page.evaluate("""() => [...document.querySelectorAll('.instrument-result .result-table')].filter(t => {
+        const box = t.getBoundingClientRect(), frame = t.closest('.instrument').getBoundingClientRect();
+        const scrolls = getComputedStyle(t).overflowX === 'auto';
+        return box.right > frame.right + 1 || (t.scrollWidth > t.clientWidth + 1 && !scrolls);
+    }).length""")
+    assert clipped == 0, "a result table is cut off at 375 px"
+    page.screenshot(path=str(screenshot_dir / f"mobile-instrument-{name}.png"), full_page=True)
