@@ -1,7 +1,7 @@
 """Write a gzip sibling (`x.js.gz`) next to each compressible file in static/vendor/.
 
 The server sends the sibling to browsers that accept gzip (app/static_files.py), so the
-large pinned libraries (Plotly 4.6 MB, Pyodide's 10 MB wasm) are compressed once at set-up
+large pinned libraries (Plotly 1.1 MB, Pyodide's 10 MB wasm) are compressed once at set-up
 instead of on every request. Stdlib only; idempotent (skips siblings newer than their file).
 
     python scripts/precompress.py [static/vendor]

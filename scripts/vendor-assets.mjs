@@ -16,7 +16,7 @@ const ASSETS = [
   ["katex/dist/katex.min.css", "katex/katex.min.css"],
   ["katex/dist/contrib/auto-render.min.js", "katex/auto-render.min.js"],
   ["katex/dist/fonts", "katex/fonts"],
-  ["plotly.js-dist-min/plotly.min.js", "plotly/plotly.min.js"],
+  ["plotly.js-basic-dist-min/plotly-basic.min.js", "plotly/plotly.min.js"],  // scatter and bar: all the book draws
   ["swagger-ui-dist/swagger-ui-bundle.js", "swagger-ui/swagger-ui-bundle.js"],
   ["swagger-ui-dist/swagger-ui.css", "swagger-ui/swagger-ui.css"],
 ];

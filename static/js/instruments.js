@@ -59,7 +59,7 @@
     (root || document).querySelectorAll(".plot").forEach(draw);
   }
 
-  // On page load, a figure is drawn (and Plotly's 4.6 MB fetched) only when it nears the
+  // On page load, a figure is drawn (and Plotly's 1.1 MB fetched) only when it nears the
   // viewport: a chapter whose instrument is far below costs nothing until the reader gets there.
   var nearViewport = "IntersectionObserver" in window ? new IntersectionObserver(function (entries) {
     entries.forEach(function (entry) {
