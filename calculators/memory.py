@@ -305,10 +305,7 @@ def layer_activation_bytes(
     # Attention.
     if attn_impl == "eager":
         kv_kept = q  # repeat_kv materializes a heads' worth of k and v
-        probs = 4 * b * a * s * s + (e * b * a * s * s if e < 4 else 0)
-        if not rms:  # GPT-2/BERT softmax in the activation dtype
-            probs = e * b * a * s * s
-        attention = e * T * (q + 2 * kv_kept) + probs
+        attention = e * T * (q + 2 * kv_kept) + _eager_probs_bytes(arch, b, s, e)
     else:
         attention = e * T * (2 * q + 2 * kv) + 4 * b * a * s
 
@@ -380,11 +377,18 @@ def checkpointed_inputs_bytes(arch: Architecture, batch_size: int, seq_len: int,
     return arch.num_hidden_layers * act_bytes * batch_size * seq_len * arch.hidden_size
 
 
+def _eager_probs_bytes(arch: Architecture, batch_size: int, seq_len: int, act_bytes: int) -> int:
+    """One layer's kept attention probabilities under eager attention, b · a · s² scores:
+    Llama-style softmax in fp32 plus its e-byte copy (4 + e bytes each; fp32 runs keep one);
+    GPT-2/BERT softmax in the activation dtype (e bytes)."""
+    rms = arch.family in _RMSNORM_FAMILIES
+    per_score = 4 + (act_bytes if act_bytes < 4 else 0) if rms else act_bytes
+    return per_score * batch_size * arch.num_attention_heads * seq_len**2
+
+
 def eager_scores_bytes(arch: Architecture, batch_size: int, seq_len: int, act_bytes: int = 2) -> int:
-    """Eager attention's kept probabilities over the model: the fp32 softmax and its 16-bit copy,
-    (4 + e) bytes per score, b · a · s² scores per layer (RMSNorm families; GPT-2/BERT: e only)."""
-    per_score = 4 + act_bytes if arch.family in _RMSNORM_FAMILIES and act_bytes < 4 else act_bytes
-    return arch.num_hidden_layers * per_score * batch_size * arch.num_attention_heads * seq_len**2
+    """Eager attention's kept probabilities over the model: every layer's (see `_eager_probs_bytes`)."""
+    return arch.num_hidden_layers * _eager_probs_bytes(arch, batch_size, seq_len, act_bytes)
 
 
 def korthikanti_activation_bytes(arch: Architecture, batch_size: int, seq_len: int, with_scores: bool) -> int:
