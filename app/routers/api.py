@@ -27,16 +27,8 @@ router = APIRouter(prefix="/api/v1", tags=["calculators"])
 
 
 # ---------------------------------------------------------------------------- response models
-
-
-class LinearModuleOut(BaseModel):
-    name: str = Field(description="The name peft matches in target_modules")
-    path: str = Field(description="Module path inside the block (tells apart kinds sharing a name)")
-    in_features: int
-    out_features: int
-    count: int = Field(description="Copies in the model (usually one per layer)")
-    bias: bool
-    group: str = Field(description="attention | mlp | pooler | head")
+# Where a calculator already returns a frozen dataclass (LinearModule, ModuleCount, GpuVerdict,
+# ErrorStats, MergeError), the response uses it as it is: pydantic documents and serializes dataclasses.
 
 
 class ArchitectureOut(BaseModel):
@@ -56,18 +48,7 @@ class ArchitectureOut(BaseModel):
     num_local_experts: int
     mlp_kind: str
     target_presets: dict[str, list[str]] = Field(description="Preset name → peft target module names")
-    linear_modules: list[LinearModuleOut]
-
-
-class ModuleCountOut(BaseModel):
-    name: str
-    path: str
-    in_features: int
-    out_features: int
-    count: int
-    r: int
-    n_params_each: int
-    n_params: int
+    linear_modules: list[architectures.LinearModule]
 
 
 class ParamsOut(BaseModel):
@@ -79,22 +60,13 @@ class ParamsOut(BaseModel):
     percent: float = Field(description="100 · trainable / total, as peft's print_trainable_parameters")
     adapter_bytes: int
     dtype: str
-    per_module: list[ModuleCountOut]
+    per_module: list[params.ModuleCount]
 
 
 class PhaseOut(BaseModel):
     name: str
     total_bytes: int
     breakdown: dict[str, int]
-
-
-class VerdictOut(BaseModel):
-    name: str
-    slug: str
-    memory_bytes: int
-    usable_bytes: int
-    fits: bool
-    headroom_bytes: int
 
 
 class MemoryOut(BaseModel):
@@ -110,7 +82,7 @@ class MemoryOut(BaseModel):
     breakdown: dict[str, int] = Field(description="Component → bytes at the peak; sums to total_bytes")
     saved_activations_bytes: int
     phases: list[PhaseOut]
-    verdicts: list[VerdictOut]
+    verdicts: list[memory.GpuVerdict]
     notes: list[str]
 
 
@@ -119,20 +91,11 @@ class LevelsOut(BaseModel):
     levels: list[float] = Field(description="The 16 code values indexed by 4-bit code, in units of the block absmax")
 
 
-class ErrorStatsOut(BaseModel):
-    method: str
-    mse: float
-    max_abs_error: float
-    mean_abs_error: float
-    bin_edges: list[float]
-    counts: list[int]
-
-
 class Nf4ErrorOut(BaseModel):
     distribution: str
     blocksize: int
     n_values: int
-    methods: list[ErrorStatsOut]
+    methods: list[nf4.ErrorStats]
 
 
 class Nf4OverheadOut(BaseModel):
@@ -155,14 +118,6 @@ class LowRankOut(BaseModel):
     singular_values: list[float]
 
 
-class MergeOut(BaseModel):
-    dtype: str
-    max_abs_diff: float
-    max_abs_output: float
-    relative_diff: float
-    unit_roundoff: float
-
-
 class ScalingOut(BaseModel):
     alpha: float
     ranks: list[int]
@@ -182,8 +137,7 @@ def _architecture_out(arch: architectures.Architecture) -> ArchitectureOut:
         num_key_value_heads=arch.num_key_value_heads, head_dim=arch.resolved_head_dim, vocab_size=arch.vocab_size,
         tie_word_embeddings=arch.tie_word_embeddings, num_local_experts=arch.num_local_experts, mlp_kind=arch.mlp_kind,
         target_presets={k: list(v) for k, v in architectures.presets(arch).items()},
-        linear_modules=[LinearModuleOut(name=m.name, path=m.path, in_features=m.in_features, out_features=m.out_features,
-                                        count=m.count, bias=m.bias, group=m.group) for m in arch.linear_modules()],
+        linear_modules=list(arch.linear_modules()),
     )
 
 
@@ -210,7 +164,7 @@ def trainable_params(query: Annotated[ParamsQuery, Query()]) -> ParamsOut:
     return ParamsOut(
         model=query.model, method=counted.method, trainable=counted.trainable, total=counted.total,
         base_total=counted.base_total, percent=counted.percent, adapter_bytes=counted.adapter_bytes, dtype=query.dtype,
-        per_module=[ModuleCountOut(**m.__dict__) for m in counted.per_module],
+        per_module=list(counted.per_module),
     )
 
 
@@ -231,7 +185,7 @@ def training_memory(query: Annotated[MemoryQuery, Query()]) -> MemoryOut:
         saved_activations_bytes=estimate.saved_activations_bytes,
         phases=[PhaseOut(name=p.name, total_bytes=p.total_bytes,
                          breakdown={c: getattr(p, c) for c in memory.COMPONENTS}) for p in estimate.phases],
-        verdicts=[VerdictOut(**v.to_dict()) for v in estimate.verdicts], notes=list(estimate.notes),
+        verdicts=list(estimate.verdicts), notes=list(estimate.notes),
     )
 
 
@@ -246,7 +200,7 @@ def quantization_error(query: Annotated[Nf4ErrorQuery, Query()]) -> Nf4ErrorOut:
         sample = nf4.sample_weights(query.distribution, n=query.n_values, seed=query.seed)
         stats = [nf4.quantization_error(sample, method, query.blocksize) for method in ("nf4", "int4", "fp4")]
     return Nf4ErrorOut(distribution=query.distribution, blocksize=query.blocksize, n_values=query.n_values,
-                       methods=[ErrorStatsOut(**s.to_dict()) for s in stats])
+                       methods=stats)
 
 
 @router.get("/nf4/overhead", summary="Quantization-constant overhead of NF4, single and double quantized")
@@ -275,12 +229,10 @@ def low_rank(query: Annotated[LowRankQuery, Query()]) -> LowRankOut:
 
 
 @router.get("/lowrank/merge", summary="Merged vs unmerged LoRA output difference in float32 and bfloat16")
-def merge_equivalence(query: Annotated[MergeQuery, Query()]) -> list[MergeOut]:
+def merge_equivalence(query: Annotated[MergeQuery, Query()]) -> list[lowrank.MergeError]:
     with calculator_input():
-        return [
-            MergeOut(**lowrank.merge_error(query.d_out, query.d_in, query.rank, dtype, query.seed, query.alpha).to_dict())
-            for dtype in ("float32", "bfloat16")
-        ]
+        return [lowrank.merge_error(query.d_out, query.d_in, query.rank, dtype, query.seed, query.alpha)
+                for dtype in ("float32", "bfloat16")]
 
 
 @router.get("/scaling", summary="α/r and rsLoRA's α/√r across ranks, and LoRA+'s learning-rate ratio")
