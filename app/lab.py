@@ -117,15 +117,13 @@ def predict_run(request: TrainRequest, model: LabModel, on_gpu: bool) -> dict[st
     Trainable: the adapter on the requested modules plus the fresh classification head the
     lab trains (peft's modules_to_save). Peak memory: the estimator for the lab's precision
     (bf16 autocast on a GPU, counted as a bf16 base; fp32 on the CPU) without checkpointing.
-    None where the calculators do not know the model's architecture.
+    Empty where the calculators do not know the model's architecture.
     """
     try:
         arch = architectures.from_hf_config("lab-model", model.name, model.config)
     except (KeyError, ValueError):
         return {}
     targets = request.target_modules or list(model.default_targets)
-    method = "dora" if request.method == "dora" else "lora"
-    counted = params.count_trainable(arch, method, r=request.rank, target_modules=targets)
     head = params.classification_head_params(arch, len(LAB_TASK_LABELS))
     base_dtype = "nf4" if request.method == "qlora" else ("bf16" if on_gpu else "fp32")
     estimate = memory.estimate_memory(
@@ -133,7 +131,7 @@ def predict_run(request: TrainRequest, model: LabModel, on_gpu: bool) -> dict[st
         batch_size=request.batch_size, seq_len=request.seq_len, gradient_checkpointing=False,
         compute_dtype="bf16" if on_gpu else "fp32",
     )
-    trainable = counted.trainable + head
+    trainable = estimate.trainable_params + head  # the estimator counts the adapter as peft does
     return {
         "trainable_params": trainable,
         "peak_memory_bytes": estimate.total_bytes,
