@@ -31,6 +31,15 @@ def format_bytes(n_bytes: float, unit: str | None = None) -> str:
     return f"{int(n_bytes):,} B"
 
 
+def format_gpu_bytes(n_bytes: float) -> str:
+    """GPU memory in binary units, as the cards are sold: 14.5 GiB, 67 MiB, 0."""
+    if n_bytes == 0:
+        return "0"
+    if abs(n_bytes) < GIB:
+        return f"{n_bytes / 2**20:,.0f} MiB" if abs(n_bytes) >= 2**20 else f"{n_bytes / 2**10:,.0f} KiB"
+    return format_bytes(n_bytes, "gib")
+
+
 def format_count_short(value: float, scale: str = "auto") -> str:
     """19988480 -> '20.0M'; 6.74e9 -> '6.74B'."""
     if scale == "millions" or (scale == "auto" and abs(value) < 1e9):

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from app import figures
-from app.formatting import format_bytes, format_count_short, format_int
+from app.formatting import GIB, format_bytes, format_count_short, format_gpu_bytes, format_int
 from app.errors import calculator_input
 from app.queries import AttnImpl, BaseDtype, Optimizer, StrictQuery, split_modules
 from pydantic import field_validator
@@ -74,20 +74,10 @@ COMPONENT_LABELS = {
 # One card per memory class the issue asks for: 24, 48, 80 and 141 GB.
 VERDICT_GPUS = ("rtx-4090", "rtx-a6000", "h100-80gb", "h200-141gb")
 PRESET_LABELS = {"q,v": "q,v", "attention": "attention", "all-linear": "all linear"}
-GIB = 2**30
-
-
-def _gib(n_bytes: float) -> str:
-    """GPU memory in binary units, as the cards are sold: 14.5 GiB, 67 MiB."""
-    if n_bytes == 0:
-        return "0"
-    if abs(n_bytes) < GIB:
-        return f"{n_bytes / 2**20:,.0f} MiB" if abs(n_bytes) >= 2**20 else f"{n_bytes / 2**10:,.0f} KiB"
-    return format_bytes(n_bytes, "gib")
 
 
 def _headroom(headroom_bytes: int) -> str:
-    return f"{_gib(headroom_bytes)} free" if headroom_bytes >= 0 else f"short by {_gib(-headroom_bytes)}"
+    return f"{format_gpu_bytes(headroom_bytes)} free" if headroom_bytes >= 0 else f"short by {format_gpu_bytes(-headroom_bytes)}"
 
 
 def _module_choices(arch: Any) -> list[str]:
@@ -145,7 +135,7 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
         notes.append("An NF4 base with adapters is QLoRA: choose the QLoRA method to train on a 4-bit base.")
         base_dtype = "bf16"
     memory_method = "rslora" if q.method == "lora" and q.rslora else q.method
-    if q.method not in ("lora", "qlora", "dora"):
+    if not adapter_method:
         notes.append(f"{METHOD_LABELS[q.method]}: rank, alpha and target modules do not apply.")
     with calculator_input():
         counted = params.count_trainable(arch, {"qlora": "lora"}.get(memory_method, memory_method), r=q.rank,
@@ -164,11 +154,11 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
     notes.extend(estimate.notes)
 
     breakdown = estimate.breakdown()
-    memory_rows = [{"label": COMPONENT_LABELS[k], "value": _gib(v), "total": False} for k, v in breakdown.items()]
+    memory_rows = [{"label": COMPONENT_LABELS[k], "value": format_gpu_bytes(v), "total": False} for k, v in breakdown.items()]
     memory_rows += [
-        {"label": "Peak allocated (max_memory_allocated)", "value": _gib(estimate.total_bytes), "total": True},
-        {"label": "+ CUDA context", "value": _gib(estimate.cuda_context_bytes), "total": False},
-        {"label": "On the device", "value": _gib(estimate.total_with_context_bytes), "total": True},
+        {"label": "Peak allocated (max_memory_allocated)", "value": format_gpu_bytes(estimate.total_bytes), "total": True},
+        {"label": "+ CUDA context", "value": format_gpu_bytes(estimate.cuda_context_bytes), "total": False},
+        {"label": "On the device", "value": format_gpu_bytes(estimate.total_with_context_bytes), "total": True},
     ]
     by_slug = {v.slug: v for v in estimate.verdicts}
     verdicts = [{"name": by_slug[s].name, "fits": by_slug[s].fits, "headroom": _headroom(by_slug[s].headroom_bytes)}
@@ -197,7 +187,7 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
             "trainable": format_int(counted.trainable),
             "percent": f"{percent:.3f}%" if percent < 1 else f"{percent:.2f}%",
             "adapter": format_bytes(counted.adapter_bytes) if q.method != "full" else "— (whole model)",
-            "total": _gib(estimate.total_with_context_bytes),
+            "total": format_gpu_bytes(estimate.total_with_context_bytes),
             "scale": f"{scale:.4g}" if scale is not None else "—",
             "fit": _smallest_fit(estimate.verdicts),
         },
@@ -225,8 +215,8 @@ FIT_METHODS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA"}
 
 
 def _breakdown_hover(name: str, estimate: Any) -> str:
-    parts = [f"<b>{name}</b>: {_gib(estimate.total_with_context_bytes)}"]
-    parts += [f"{COMPONENT_LABELS[k]}: {_gib(v)}" for k, v in estimate.breakdown().items() if v]
+    parts = [f"<b>{name}</b>: {format_gpu_bytes(estimate.total_with_context_bytes)}"]
+    parts += [f"{COMPONENT_LABELS[k]}: {format_gpu_bytes(v)}" for k, v in estimate.breakdown().items() if v]
     return "<br>".join(parts)
 
 
@@ -265,12 +255,12 @@ def will_it_fit(q: WillItFitQuery) -> dict[str, Any]:
         notes.append(note)
     rows = [
         {"name": m.display_name, "params": format_count_short(m.n_params), "selected": m.model == selected.slug,
-         **{method: _gib(m.by_method(method).total_with_context_bytes) for method in FIT_METHODS}}
+         **{method: format_gpu_bytes(m.by_method(method).total_with_context_bytes) for method in FIT_METHODS}}
         for m in curves.models
     ]
     headline = [
         {"label": f"{label}, {selected.display_name}",
-         "value": _gib(point.by_method(m).total_with_context_bytes),
+         "value": format_gpu_bytes(point.by_method(m).total_with_context_bytes),
          "note": f"smallest card: {_smallest_fit(point.by_method(m).estimate.verdicts)}"}
         for m, label in FIT_METHODS.items()
     ]

@@ -31,13 +31,14 @@ def _cache_control(vendored: bool) -> str:
 
 class BookStaticFiles(StaticFiles):
     async def get_response(self, path: str, scope: Scope) -> Response:
-        if b"gzip" in Headers(scope=scope).get("accept-encoding", "").encode():
+        request_headers = Headers(scope=scope)
+        if "gzip" in request_headers.get("accept-encoding", ""):
             full_path, stat_result = await anyio.to_thread.run_sync(self.lookup_path, path + ".gz")
             if stat_result is not None and stat.S_ISREG(stat_result.st_mode):
                 media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
                 response = FileResponse(full_path, stat_result=stat_result, media_type=media_type,
                                         headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
-                if self.is_not_modified(response.headers, Headers(scope=scope)):
+                if self.is_not_modified(response.headers, request_headers):
                     return NotModifiedResponse(response.headers)
                 response.headers["Cache-Control"] = _cache_control(True)
                 return response
