@@ -72,8 +72,10 @@ RUN --mount=type=bind,from=torch-wheels,target=/tmp/torch-wheels \
         ! -path '*/models/auto/*' ! -path '*/models/bert/*' ! -path '*/models/llama/*' -exec rm -rf {} +
 
 # --- stage 3: the lab's base model, converted once, read-only at run time ---------------
-# Its own stage so the conversion's inputs stay out of the runtime image; the runtime copies
-# only $LORALAB_MODELS_DIR. The single line below is the model step (see scripts/setup).
+# Its own stage so the conversion's inputs stay out of the runtime image: the runtime copies
+# only $LORALAB_MODELS_DIR. The RUN line below is the model step. While the lab's model ships
+# ready inside a package of the virtualenv it only makes the folder; with the set-up's
+# conversion step it runs that step, writing safetensors + tokenizer under $LORALAB_MODELS_DIR.
 FROM deps AS model
 RUN install -d "$LORALAB_MODELS_DIR"
 
