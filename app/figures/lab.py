@@ -39,14 +39,14 @@ def _pipeline_svg(width: float) -> Svg:
     svg.text(col_x, y + 10, "once", "ts tb tm")
     y += 18
     for cls, label in PREPARE:
-        box(svg, col_x, y, col_w, 40, cls, label, "ts")
+        box(svg, col_x, y, col_w, 40, cls, label, "ts", title_first=True)
         svg.arrow(col_x + col_w / 2, y + 40, col_x + col_w / 2, y + 54)
         y += 54
     svg.text(col_x, y + 12, "per batch, for the chosen number of steps", "ts tb tm")
     y += 20
     loop_top = y
     for i, (cls, label) in enumerate(LOOP):
-        box(svg, col_x, y, col_w, 40, cls, label, "ts")
+        box(svg, col_x, y, col_w, 40, cls, label, "ts", title_first=True)
         if i < len(LOOP) - 1:
             svg.arrow(col_x + col_w / 2, y + 40, col_x + col_w / 2, y + 54)
         y += 54
@@ -57,7 +57,7 @@ def _pipeline_svg(width: float) -> Svg:
     if narrow:
         y += 6
         for title, *rows in OUTPUTS:
-            box(svg, col_x, y, col_w, 20 + 15 * len(rows), "out", [title, *rows], "ts")
+            box(svg, col_x, y, col_w, 20 + 15 * len(rows), "out", [title, *rows], "ts", title_first=True)
             y += 28 + 15 * len(rows)
         bottom = y
     else:
@@ -65,7 +65,7 @@ def _pipeline_svg(width: float) -> Svg:
         out_w = width - out_x - 12
         for k, (title, *rows) in enumerate(OUTPUTS):
             oy = loop_top + k * 64
-            box(svg, out_x, oy, out_w, 20 + 15 * len(rows), "out", [title, *rows], "ts")
+            box(svg, out_x, oy, out_w, 20 + 15 * len(rows), "out", [title, *rows], "ts", title_first=True)
             svg.arrow(col_x + col_w + 4, oy + 20, out_x - 2, oy + 20, "guide")
     svg.height = legend(svg, 12, bottom + 4, [("vec", "data"), ("frozen", "frozen model"), ("train", "adapters train"),
                                               ("out", "what you see and keep")], width - 24)

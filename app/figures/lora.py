@@ -51,7 +51,7 @@ def _shapes_svg(q: LayerQuery, width: float) -> Svg:
         k = min(150 / max(d_in, d_out), (width - margin - 70) / (d_in + r))
     else:
         k = min(210 / max(d_in, d_out), (width - margin - 86) / (2 * d_in + r))
-    thin = 1.5  # a rank thinner than this is drawn as a hairline (the label says so)
+    thin = 2.0  # a rank thinner than this is drawn as a hairline (the label says so)
     w0_w, w0_h, r_len = d_in * k, d_out * k, r * k
     svg = Svg(width, 10, f"Shapes of W₀, B and A for {arch.display_name} {module.name} at rank {r}")
     top = 34.0
@@ -81,11 +81,12 @@ def _shapes_svg(q: LayerQuery, width: float) -> Svg:
     y = max(top + w0_h, ay + w0_h) + 50
     bar_w = width - 2 * 16
     svg.text(16, y, "Parameters, on one scale", "t tb")
-    rows = [("frozen", f"W₀: {format_int(base)}", base), ("train", f"A + B: {format_int(lora)} ({100 * lora / base:.2f}% of W₀)", lora)]
-    for i, (cls, label, value) in enumerate(rows):
-        by = y + 12 + i * 40
-        svg.rect(16, by, max(bar_w * min(value / base, 1.0), thin), 14, cls)
-        svg.text(16, by + 30, label, "ts")
+    svg.rect(16, y + 12, bar_w, 14, "frozen")
+    svg.text(16, y + 42, f"W₀: {format_int(base)}", "ts")
+    a_w, b_w = bar_w * r * d_in / base, bar_w * d_out * r / base
+    svg.rect(16, y + 52, max(a_w, thin / 2), 14, "fa")
+    svg.rect(16 + max(a_w, thin / 2), y + 52, max(b_w, thin / 2), 14, "fb")
+    svg.text(16, y + 82, f"A + B: {format_int(lora)} ({100 * lora / base:.2f}% of W₀)", "ts")
     svg.height = y + 12 + 2 * 40
     return svg
 
@@ -109,11 +110,13 @@ def _shape_controls(q: LayerQuery) -> tuple[Control, ...]:
     _, module = _layer(q)
     widest = min(module.in_features, module.out_features)
     ranks = sorted({r for r in RANK_CHOICES if r <= widest} | {q.rank})
-    modules = [(m.path or m.name, f"{m.name} ({format_int(m.in_features)} → {format_int(m.out_features)})")
-               for m in arch.linear_modules() if m.group in ("attention", "mlp")]
+    kinds = [m for m in arch.linear_modules() if m.group in ("attention", "mlp")]
+    names = [m.name for m in kinds]
+    key = lambda m: m.name if names.count(m.name) == 1 else m.path  # noqa: E731  (GPT-2, BERT: the path tells apart)
+    modules = [(key(m), f"{key(m)} ({format_int(m.in_features)} → {format_int(m.out_features)})") for m in kinds]
     return (
         Control("choice", "rank", "Rank r", str(q.rank), tuple((str(r), str(r)) for r in ranks)),
-        Control("select", "module", "Layer", q.module, tuple(modules)),
+        Control("select", "module", "Layer", key(module), tuple(modules)),
         Control("hidden", "model", "Model", q.model),
         Control("hidden", "alpha", "Alpha", f"{q.alpha:g}"),
     )

@@ -128,7 +128,7 @@ def _fleet_svg(q: FleetQuery, width: float) -> Svg:
     narrow = width < WIDE
     per_row = 5 if narrow else 10
     gap = 8.0
-    side = min(48.0, (width - 24 - gap * (per_row - 1)) / per_row)
+    side = min(54.0, (width - 24 - gap * (per_row - 1)) / per_row)
     svg = Svg(width, 10, f"Storage of {q.tasks} fine-tuned variants of {arch.display_name}: full copies against LoRA adapters")
     y = 18.0
     svg.text(12, y, f"Full fine-tuning: {q.tasks} copies, {_gib(q.tasks * base)}", "t tb")
@@ -146,9 +146,24 @@ def _fleet_svg(q: FleetQuery, width: float) -> Svg:
     for i in range(q.tasks):
         svg.rect(ax + i * (max(tiny, 2.0) + 5), y + side - max(tiny, 2.0), max(tiny, 2.0), max(tiny, 2.0),
                  "m-adapter_weights", tip=f"adapter {i + 1}: {_gib(adapter)}")
-    svg.text(ax, y + side - max(tiny, 2.0) - 8, f"each adapter {_gib(adapter)}", "ts tm")
+    svg.text(ax, y + side - max(tiny, 2.0) - 8, f"each adapter {_gib(adapter)} ({100 * adapter / base:.2f}% of a copy)", "ts tm")
     svg.text(12, y + side + 20, f"Areas to scale; one copy of {arch.display_name} in bf16 is {_gib(base)}.", "ts tm")
-    svg.height = y + side + 30
+    # The two totals as bars on one scale.
+    y += side + 44
+    full_total = q.tasks * base
+    room = width - 24
+    rows = (("full copies", [("m-weights", full_total)]),
+            ("one base + adapters", [("m-weights", base), ("m-adapter_weights", q.tasks * adapter)]))
+    for label, segments in rows:
+        x = 12.0
+        for cls, n_bytes in segments:
+            svg.rect(x, y, max(room * n_bytes / full_total, 1.5), 16, cls)
+            x += room * n_bytes / full_total
+        total = sum(n for _, n in segments)
+        inside = x - 12 > 200
+        svg.text(18 if inside else x + 6, y + 12.5, f"{label}: {_gib(total)}", "ts tb")
+        y += 22
+    svg.height = y + 4
     return svg
 
 

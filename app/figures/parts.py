@@ -25,8 +25,8 @@ def linear_module(model: str, name: str) -> LinearModule:
 
 
 def box(svg: Svg, x: float, y: float, w: float, h: float, cls: str, label: Sequence[str] | str = (),
-        text_cls: str = "t", rx: float = 6.0) -> None:
-    """A rounded box with centred lines of text."""
+        text_cls: str = "t", rx: float = 6.0, title_first: bool = False) -> None:
+    """A rounded box with centred lines of text (the first in bold with `title_first`)."""
     svg.rect(x, y, w, h, cls, rx=rx)
     rows = [label] if isinstance(label, str) else list(label)
     if not rows:
@@ -35,7 +35,8 @@ def box(svg: Svg, x: float, y: float, w: float, h: float, cls: str, label: Seque
     leading = size * 1.25
     first = y + h / 2 - (len(rows) - 1) * leading / 2 + size * 0.35
     for i, row in enumerate(rows):
-        svg.text(x + w / 2, first + i * leading, row, text_cls, anchor="middle")
+        bold = " tb" if title_first and i == 0 and len(rows) > 1 else ""
+        svg.text(x + w / 2, first + i * leading, row, text_cls + bold, anchor="middle")
 
 
 def dimension(svg: Svg, x1: float, y1: float, x2: float, y2: float, label: str, side: str = "above") -> None:
