@@ -126,8 +126,9 @@ def _scaling_svg(q: ScaleQuery, width: float) -> Svg:
     svg.text(chart.x(end) + 8, chart.y(series.rslora_effective_scale[-1]) + 4, f"rsLoRA: {series.rslora_effective_scale[-1]:g}", "ts tb")
     svg.text(chart.x(end) + 8, chart.y(series.lora_effective_scale[-1]) + 4, f"LoRA: {series.lora_effective_scale[-1]:.2g}", "ts tb")
     svg.text(chart.x(end) + 8, chart.y(series.lora_scaling[-1]) + 4, f"α/r = {series.lora_scaling[-1]:.2g}", "ts tm")
-    svg.text(left, bottom + 52, "solid: s·√r, the update's effect; dashed: LoRA's factor α/r itself", "ts tm")
-    svg.height = bottom + 60
+    note = ["solid: s·√r, the update's effect;", "dashed: LoRA's factor α/r itself"]
+    end = svg.lines(12 if narrow else left, bottom + 52, note if narrow else [" ".join(note)], "ts tm")
+    svg.height = end - 6
     return svg
 
 

@@ -59,7 +59,7 @@ def _per_param_svg(q: ModelQuery, width: float) -> Svg:
     narrow = width < WIDE
     svg = Svg(width, 10, f"Bytes per trained parameter, and the training state of {arch.display_name}, full fine-tuning against LoRA")
     left, room = 12.0, width - 24
-    svg.text(left, 18, f"Per trained parameter: {per.total:g} bytes (mixed-precision AdamW)", "t tb")
+    svg.text(left, 18, f"Per trained parameter: {per.total:g} bytes" + ("" if narrow else " (mixed-precision AdamW)"), "t tb")
     y = 28.0
     x = left
     for cls, label, n_bytes in parts:
@@ -284,8 +284,12 @@ def _timeline_panel(svg: Svg, chart: Chart, timeline, title: str) -> None:
     px, py = chart.x(peak.position), chart.y(peak.total_bytes / GIB)
     svg.circle(px, py, 3.5, "peak")
     label = f"peak {_gib(timeline.peak_bytes)} ({timeline.peak_phase})"
-    right_side = px + 6 + text_width(label, 11.5) < chart.x.end
-    svg.text(px + 6 if right_side else px - 6, py - 7, label, "ts tb halo", anchor="start" if right_side else "end")
+    if px + 6 + text_width(label, 12.5) < chart.x.end:
+        svg.text(px + 6, py - 7, label, "ts tb halo")
+    else:  # two lines, on the side with room
+        anchor, dx = ("start", 6) if px < (chart.x.start + chart.x.end) / 2 else ("end", -6)
+        svg.text(px + dx, py - 20, f"peak {_gib(timeline.peak_bytes)}", "ts tb halo", anchor=anchor)
+        svg.text(px + dx, py - 6, f"({timeline.peak_phase})", "ts halo", anchor=anchor)
     svg.text(chart.x.end, chart.y.end - 10, title, "t tb", anchor="end")
 
 

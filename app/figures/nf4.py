@@ -72,13 +72,13 @@ def _levels(q: NoArguments) -> Art:
 # ---------------------------------------------------------------------------- three 4-bit code books
 
 
-CODEBOOKS = (("nf4", "NF4", "quantiles of N(0, 1)"), ("fp4", "FP4", "e2m1 floats"), ("int4", "INT4", "uniform"))
+CODEBOOKS = (("nf4", "NF4", "normal quantiles"), ("fp4", "FP4", "e2m1 floats"), ("int4", "INT4", "uniform"))
 
 
 def _codebooks_svg(width: float) -> Svg:
     narrow = width < WIDE
     svg = Svg(width, 10, "The 4-bit code books NF4, FP4 and INT4 on the interval from −1 to 1")
-    left = 14.0 if narrow else 140.0
+    left = 14.0 if narrow else 176.0
     right = width - 14
     scale = Scale(-1.0, 1.0, left, right)
     y = 20.0
@@ -89,7 +89,7 @@ def _codebooks_svg(width: float) -> Svg:
             y += 10
         else:
             svg.text(left - 14, y + 15, name, "t tb", anchor="end")
-            svg.text(left - 14, y + 30, f"{kind}, {len(levels)}", "ts tm", anchor="end")
+            svg.text(left - 14, y + 30, f"{kind}, {len(levels)} levels", "ts tm", anchor="end")
         svg.line(left, y + 16, right, y + 16, "axis")
         for level in levels:
             svg.circle(scale(level), y + 16, 4.2, f"dot-{method}")

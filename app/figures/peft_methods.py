@@ -236,8 +236,9 @@ def _token_grid(svg: Svg, x: float, y: float, w: float, prefix: bool, trainable:
             if prefix and cls == "train":
                 svg.text(cx + cell / 2, yy + cell / 2 + 4, "kv", "ts", anchor="middle")
     y += len(rows) * (cell + 8) + 6
-    svg.text(x + 60, y + 8, f"{tokens} virtual tokens ({virtual} drawn): {format_int(trainable)} trained", "ts tb")
-    return y + 16
+    svg.text(x + 60, y + 8, f"{tokens} virtual tokens ({virtual} drawn):", "ts")
+    svg.text(x + 60, y + 24, f"{format_int(trainable)} trained", "ts tb")
+    return y + 32
 
 
 def _tokens_svg(q: TokensQuery, width: float) -> Svg:
