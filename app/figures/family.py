@@ -65,7 +65,7 @@ def _dora_svg(q: ModuleQuery, width: float) -> Svg:
     svg.circle(ox, oy, 3, "peak")
     svg.text(ox, oy + 18, "0", "ts tm", anchor="middle")
     # The bookkeeping, beside (wide) or below (narrow).
-    tx, ty = (330.0, 40.0) if not narrow else (12.0, 272.0)
+    tx, ty = (356.0, 40.0) if not narrow else (12.0, 272.0)
     lines = [
         ("t tb", "W′ = m ⊙ (W₀ + s·BA) / ‖W₀ + s·BA‖"),
         ("ts tm", "norm per output row (PyTorch layout), m₀ = ‖W₀‖"),

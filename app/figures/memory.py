@@ -60,21 +60,22 @@ def _per_param_svg(q: ModelQuery, width: float) -> Svg:
     svg = Svg(width, 10, f"Bytes per trained parameter, and the training state of {arch.display_name}, full fine-tuning against LoRA")
     left, room = 12.0, width - 24
     svg.text(left, 18, f"Per trained parameter: {per.total:g} bytes" + ("" if narrow else " (mixed-precision AdamW)"), "t tb")
-    y = 28.0
+    y = 46.0
     x = left
     for cls, label, n_bytes in parts:
         w = room * n_bytes / per.total
-        svg.rect(x, y, w, 34, cls, rx=2)
-        svg.text(x + w / 2, y + 22, f"{n_bytes:g} B", "t tb", anchor="middle")
+        svg.rect(x, y, w, 28, cls, rx=2)
+        svg.text(x + w / 2, y - 6, f"{n_bytes:g} B", "ts tb", anchor="middle")
         x += w
-    y = legend(svg, left, y + 44, [(c, label) for c, label, _ in parts], room) + 14
+    y = legend(svg, left, y + 38, [(c, label) for c, label, _ in parts], room) + 14
 
     counted = params.count_trainable(arch, "lora", r=q.rank, target_modules=q.targets())
     full_bytes = arch.n_params * per.total
     frozen = memory.weight_bytes(arch.n_params, "bf16")
     lora_state = counted.trainable * per.total
     svg.text(left, y + 4, f"{arch.display_name}, before any activation:", "t tb")
-    y += 16
+    y += 30
+    rows_top = y
     scale = room / full_bytes
     label_w = 0.0
     rows = [("Full fine-tuning", [(c, arch.n_params * b) for c, _, b in parts]),
@@ -89,8 +90,8 @@ def _per_param_svg(q: ModelQuery, width: float) -> Svg:
             x += n_bytes * scale
         y += 50
     gx = left + h100.memory_bytes * scale
-    svg.line(gx, y - 104, gx, y - 6, "guide")
-    svg.text(gx - 4 if narrow else gx + 4, y - 104 + (-2 if narrow else 12), f"{h100.name}", "ts tm", anchor="end" if narrow else "start")
+    svg.line(gx, rows_top - 10, gx, y - 6, "guide")
+    svg.text(gx + 4, rows_top - 4, h100.name, "ts tm")
     note = (f"LoRA: frozen bf16 weights plus {format_int(counted.trainable)} trained parameters at {per.total:g} B each "
             f"({_gib(lora_state)})")
     if narrow or text_width(note, 11.5) > room:
@@ -155,14 +156,12 @@ def _fleet_svg(q: FleetQuery, width: float) -> Svg:
     rows = (("full copies", [("m-weights", full_total)]),
             ("one base + adapters", [("m-weights", base), ("m-adapter_weights", q.tasks * adapter)]))
     for label, segments in rows:
+        svg.text(12, y + 10, f"{label}: {_gib(sum(n for _, n in segments))}", "ts tb")
         x = 12.0
         for cls, n_bytes in segments:
-            svg.rect(x, y, max(room * n_bytes / full_total, 1.5), 16, cls)
+            svg.rect(x, y + 16, max(room * n_bytes / full_total, 1.5), 14, cls)
             x += room * n_bytes / full_total
-        total = sum(n for _, n in segments)
-        inside = x - 12 > 200
-        svg.text(18 if inside else x + 6, y + 12.5, f"{label}: {_gib(total)}", "ts tb")
-        y += 22
+        y += 38
     svg.height = y + 4
     return svg
 
