@@ -16,8 +16,8 @@ from calculators.architectures import get_architecture
 
 from app.figures.chart import Chart, Scale
 from app.figures.parts import box, legend, linear_module
-from app.figures.spec import Art, FigureQuery, FigureSpec, register
-from app.figures.svg import NARROW, WIDE, Svg
+from app.figures.spec import Art, FigureQuery, FigureSpec, drawn, register
+from app.figures.svg import WIDE, Svg
 from app.formatting import format_int
 
 
@@ -93,7 +93,7 @@ def _dora(q: ModuleQuery) -> Art:
                f"by a separately trained magnitude m, so direction and length can move independently. The price is "
                f"{format_int(rows)} numbers per module ({format_int(dora)} against LoRA's {format_int(lora)}) and a "
                f"full-size norm in every forward pass.")
-    return Art(wide=_dora_svg(q, WIDE).markup(), narrow=_dora_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _dora_svg(q, width), caption)
 
 
 # ---------------------------------------------------------------------------- rsLoRA: the scale against rank
@@ -138,7 +138,7 @@ def _scaling(q: ScaleQuery) -> Art:
                f"so what the layer feels is s·√r (thick lines). With LoRA's α/r it falls from {series.lora_effective_scale[0]:g} "
                f"at r = 1 to {series.lora_effective_scale[-1]:.2g} at r = {q.max_rank}: high ranks learn slowly. rsLoRA's "
                f"α/√r holds it at α = {q.alpha:g} for every rank (Kalajdzievski 2023).")
-    return Art(wide=_scaling_svg(q, WIDE).markup(), narrow=_scaling_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _scaling_svg(q, width), caption)
 
 
 # ---------------------------------------------------------------------------- LoRA+: two learning rates
@@ -179,7 +179,7 @@ def _rates(q: RatesQuery) -> Art:
                f"{rates.loraplus_lr_ratio:g} times A's. A sums over the full hidden width, so a small step already moves "
                f"its output a lot; B sees only r inputs and needs the larger step to learn features at the same pace. "
                f"In peft: create_loraplus_optimizer(..., lr={q.lr:g}, loraplus_lr_ratio={rates.loraplus_lr_ratio:g}).")
-    return Art(wide=_rates_svg(q, WIDE).markup(), narrow=_rates_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _rates_svg(q, width), caption)
 
 
 # ---------------------------------------------------------------------------- (IA)³: three vectors
@@ -232,7 +232,7 @@ def _ia3(q: ModelOnlyQuery) -> Art:
                f"elementwise into an activation: the outputs of the key and value projections and the input of the MLP's "
                f"down projection (peft's defaults). Bars are as long as the vectors. They start at ones and merge exactly, "
                f"as a scaling of W's rows or columns.")
-    return Art(wide=_ia3_svg(q, WIDE).markup(), narrow=_ia3_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _ia3_svg(q, width), caption)
 
 
 FIGURES = register(

@@ -6,8 +6,8 @@ No quantities: the sizes of the lab's model are drawn by the transformer-block f
 from __future__ import annotations
 
 from app.figures.parts import box, legend
-from app.figures.spec import Art, FigureQuery, FigureSpec, register
-from app.figures.svg import NARROW, WIDE, Svg
+from app.figures.spec import Art, FigureSpec, NoArguments, drawn, register
+from app.figures.svg import WIDE, Svg
 
 PREPARE = (
     ("vec", ["Examples", "(prompt, answer) pairs"]),
@@ -26,9 +26,6 @@ OUTPUTS = (
     ("At the end", "adapter_config.json +", "adapter_model.safetensors"),
 )
 
-
-class NoArguments(FigureQuery):
-    """A figure with nothing to set."""
 
 
 def _pipeline_svg(width: float) -> Svg:
@@ -77,7 +74,7 @@ def _pipeline(q: NoArguments) -> Art:
                "the prompt's labels masked; then each batch goes forward through the frozen base and its adapters, the "
                "loss is taken on the answer tokens only, and the backward pass and AdamW touch only lora_A and lora_B. "
                "The page streams each step's numbers; the adapter you download is in peft's format.")
-    return Art(wide=_pipeline_svg(WIDE).markup(), narrow=_pipeline_svg(NARROW).markup(), caption=caption)
+    return drawn(_pipeline_svg, caption)
 
 
 FIGURES = register(

@@ -15,7 +15,7 @@ from calculators.scaling import lora_scaling
 
 from app.figures.flow import Flow
 from app.figures.parts import box, legend, linear_module
-from app.figures.spec import Art, Control, FigureQuery, FigureSpec, register
+from app.figures.spec import Art, Control, FigureQuery, FigureSpec, drawn, register
 from app.figures.svg import NARROW, WIDE, Svg
 from app.formatting import format_int
 
@@ -101,8 +101,7 @@ def _shapes(q: LayerQuery) -> Art:
     caption = (f"{arch.display_name}'s {module.name} drawn to scale. LoRA trains B (d_out × r) and A (r × d_in) beside "
                f"the frozen W₀: r·(d_in + d_out) numbers instead of d_in·d_out. Raise the rank and the two strips "
                f"widen in proportion; W₀ never changes.")
-    return Art(wide=_shapes_svg(q, WIDE).markup(), narrow=_shapes_svg(q, NARROW).markup(), caption=caption,
-               readout=readout)
+    return drawn(lambda width: _shapes_svg(q, width), caption, readout)
 
 
 def _shape_controls(q: LayerQuery) -> tuple[Control, ...]:
@@ -179,7 +178,7 @@ def _forward(q: LayerQuery) -> Art:
                f"takes two paths: through the frozen W₀, and through the adapter, which projects it down to r = {q.rank} "
                f"numbers with A, back up with B and scales the result by s = α/r = {s:g}. The layer outputs their sum. "
                f"B starts at zero, so at step 0 the layer is exactly the pre-trained one.")
-    return Art(wide=_forward_svg(q, False).markup(), narrow=_forward_svg(q, True).markup(), caption=caption)
+    return drawn(lambda width: _forward_svg(q, width < WIDE), caption)
 
 
 # ---------------------------------------------------------------------------- merged against unmerged
@@ -252,7 +251,7 @@ def _merge(q: LayerQuery) -> Art:
     caption = (f"Unmerged, as while training or when serving many adapters: the frozen W₀ and the thin A and B run "
                f"side by side. Merged, after merge_and_unload(): one matrix of the original shape and the base model's "
                f"exact cost. Unmerging subtracts s·BA again, which in 16-bit floats does not restore W₀ bit for bit.")
-    return Art(wide=_merge_svg(q, False).markup(), narrow=_merge_svg(q, True).markup(), caption=caption)
+    return drawn(lambda width: _merge_svg(q, width < WIDE), caption)
 
 
 FIGURES = register(

@@ -19,8 +19,8 @@ from calculators.memory_timeline import step_timeline
 
 from app.figures.chart import Chart, Scale
 from app.figures.parts import legend, nice_ticks
-from app.figures.spec import Art, FigureQuery, FigureSpec, register
-from app.figures.svg import NARROW, WIDE, Svg, text_width
+from app.figures.spec import Art, FigureQuery, FigureSpec, drawn, register
+from app.figures.svg import WIDE, Svg, text_width
 from app.formatting import GIB, format_gpu_bytes, format_int
 from app.queries import split_modules
 
@@ -111,7 +111,7 @@ def _per_param(q: ModelQuery) -> Art:
                f"the first {per.weights:g} would be needed to serve the model. Bottom, to scale: full fine-tuning of "
                f"{arch.display_name} pays that for all {format_int(arch.n_params)} parameters; LoRA keeps the frozen "
                f"weights and pays it only for the adapter.")
-    return Art(wide=_per_param_svg(q, WIDE).markup(), narrow=_per_param_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _per_param_svg(q, width), caption)
 
 
 # ---------------------------------------------------------------------------- a copy per task
@@ -173,7 +173,7 @@ def _fleet(q: FleetQuery) -> Art:
     caption = (f"Storing {q.tasks} fine-tunes of {arch.display_name}. Full fine-tuning writes a whole model per task; "
                f"LoRA (rank {q.rank}, bf16) writes only the adapter, {100 * adapter / base:.2f}% of a copy, beside one "
                f"shared base. Each square's area is proportional to its bytes.")
-    return Art(wide=_fleet_svg(q, WIDE).markup(), narrow=_fleet_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _fleet_svg(q, width), caption)
 
 
 # ---------------------------------------------------------------------------- the peak, by component
@@ -251,7 +251,7 @@ def _breakdown(q: StepQuery) -> Art:
                f"from the book's estimator. Full fine-tuning's peak is its weights, gradients and optimizer states; "
                f"LoRA's is the frozen weights and the activations; QLoRA shrinks the weights to 4 bits and leaves the "
                f"activations as they were. Dotted lines: the memory of common GPUs.")
-    return Art(wide=_breakdown_svg(q, WIDE).markup(), narrow=_breakdown_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _breakdown_svg(q, width), caption)
 
 
 # ---------------------------------------------------------------------------- the step as a timeline
@@ -332,7 +332,7 @@ def _timeline(q: TimelineQuery) -> Art:
                f"by block while gradients appear; the optimizer updates in place and zero_grad frees the gradients. "
                f"Checkpointing keeps only each block's input and recomputes one block at a time, so the hump shrinks. "
                f"The estimator's moments are exact; between them the walk is drawn block by block.")
-    return Art(wide=_timeline_svg(q, WIDE).markup(), narrow=_timeline_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _timeline_svg(q, width), caption)
 
 
 FIGURES = register(

@@ -14,16 +14,13 @@ from calculators.architectures import get_architecture
 
 from app.figures.chart import Chart, Scale
 from app.figures.parts import legend
-from app.figures.spec import Art, Control, FigureQuery, FigureSpec, register
-from app.figures.svg import NARROW, WIDE, Svg
+from app.figures.spec import Art, Control, FigureQuery, FigureSpec, NoArguments, drawn, register
+from app.figures.svg import WIDE, Svg
 from app.formatting import format_gpu_bytes, format_int
 
 BLOCKSIZES = (32, 64, 128, 256, 512, 1024)
 DQ_BLOCKSIZE = 256  # bitsandbytes' block of absmax constants under double quantization
 
-
-class NoArguments(FigureQuery):
-    """A figure with nothing to set."""
 
 
 # ---------------------------------------------------------------------------- the 16 levels on N(0, 1)
@@ -66,7 +63,7 @@ def _levels(q: NoArguments) -> Art:
                f"weight is about equally likely to land in each (the middle bins hold {min(bins.bin_probabilities[1:-1]):.3f}"
                f" to {max(bins.bin_probabilities[1:-1]):.3f} of the probability). The grid is fine where weights are dense "
                f"and coarse in the tails; 8 levels sit above zero and 7 below, so zero itself is a level.")
-    return Art(wide=_levels_svg(WIDE).markup(), narrow=_levels_svg(NARROW).markup(), caption=caption)
+    return drawn(_levels_svg, caption)
 
 
 # ---------------------------------------------------------------------------- three 4-bit code books
@@ -105,7 +102,7 @@ def _codebooks(q: NoArguments) -> Art:
     caption = ("Where each 4-bit format puts its levels. INT4 spaces them evenly, wasting codes in the sparse tails; FP4's "
                "floating-point grid is finest near zero but jumps in powers of two; NF4 follows the bell curve that "
                "pre-trained weights approximately follow. All three are scaled per block so the largest |weight| maps to ±1.")
-    return Art(wide=_codebooks_svg(WIDE).markup(), narrow=_codebooks_svg(NARROW).markup(), caption=caption)
+    return drawn(_codebooks_svg, caption)
 
 
 # ---------------------------------------------------------------------------- blocks and their constants (live)
@@ -188,8 +185,7 @@ def _blocks(q: BlocksQuery) -> Art:
                "constant. Smaller blocks confine an outlier's damage to fewer neighbours but pay for more constants; "
                "double quantization stores the constants themselves in 8 bits, which makes small blocks affordable. "
                "Change the block size and watch the constants' share.")
-    return Art(wide=_blocks_svg(q, WIDE).markup(), narrow=_blocks_svg(q, NARROW).markup(), caption=caption,
-               readout=readout)
+    return drawn(lambda width: _blocks_svg(q, width), caption, readout)
 
 
 def _blocks_controls(q: BlocksQuery) -> tuple[Control, ...]:

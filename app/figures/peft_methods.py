@@ -12,8 +12,8 @@ from calculators import params
 from calculators.architectures import get_architecture
 
 from app.figures.parts import box, legend
-from app.figures.spec import Art, FigureQuery, FigureSpec, register
-from app.figures.svg import NARROW, WIDE, Svg, wrap
+from app.figures.spec import Art, FigureQuery, FigureSpec, drawn, register
+from app.figures.svg import WIDE, Svg, wrap
 from app.formatting import format_count_short, format_int
 
 
@@ -116,7 +116,7 @@ def _map(q: MapQuery) -> Art:
                f"computation. Numbers are the trainable parameters each adds to {arch.display_name} with typical "
                f"settings, from the book's calculators. Only the methods that change weights can be folded away after "
                f"training.")
-    return Art(wide=_map_svg(q, WIDE).markup(), narrow=_map_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _map_svg(q, width), caption)
 
 
 # ---------------------------------------------------------------------------- bottleneck adapters
@@ -199,7 +199,7 @@ def _adapters(q: AdapterQuery) -> Art:
                f"attention and one after the MLP of every block; Pfeiffer et al. found one after the MLP about as good. "
                f"Counts for {arch.display_name}. The nonlinearity is why an adapter can never be merged into W: it adds "
                f"sequential layers to every forward pass.")
-    return Art(wide=_adapters_svg(q, WIDE).markup(), narrow=_adapters_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _adapters_svg(q, width), caption)
 
 
 # ---------------------------------------------------------------------------- virtual tokens
@@ -266,7 +266,7 @@ def _tokens(q: TokensQuery) -> Art:
                f"with the input; above it they are ordinary hidden states, computed by the frozen model. Prefix tuning "
                f"trains keys and values for every layer directly, so it has {arch.num_hidden_layers} layers' worth of "
                f"them and nothing below. Both take positions of the context window and merge into no weight.")
-    return Art(wide=_tokens_svg(q, WIDE).markup(), narrow=_tokens_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _tokens_svg(q, width), caption)
 
 
 FIGURES = register(

@@ -12,8 +12,8 @@ from calculators import memory, params
 from calculators.architectures import get_architecture
 
 from app.figures.parts import box, legend
-from app.figures.spec import Art, FigureQuery, FigureSpec, register
-from app.figures.svg import NARROW, WIDE, Svg, text_width
+from app.figures.spec import Art, FigureQuery, FigureSpec, NoArguments, drawn, register
+from app.figures.svg import WIDE, Svg, text_width
 from app.formatting import format_gpu_bytes
 from app.queries import split_modules
 
@@ -23,9 +23,6 @@ PROMPT_TOKENS = ("<|im_start|>", "user", "↵", "What", "is", "the", "capital", 
                  "<|im_start|>", "assistant", "↵")
 ANSWER_TOKENS = ("Paris", "is", "the", "capital", ".", "<|im_end|>")
 
-
-class NoArguments(FigureQuery):
-    """A figure with nothing to set."""
 
 
 def _mask_svg(width: float) -> Svg:
@@ -55,7 +52,7 @@ def _mask(q: NoArguments) -> Art:
     caption = ("One training example after apply_chat_template. Every prompt token, the generation prompt included, gets "
                "the label −100, which PyTorch's cross-entropy ignores; the answer's tokens keep their ids, so the loss "
                "(shifted by one position inside the model) scores only the answer, up to and including <|im_end|>.")
-    return Art(wide=_mask_svg(WIDE).markup(), narrow=_mask_svg(NARROW).markup(), caption=caption)
+    return drawn(_mask_svg, caption)
 
 
 # ---------------------------------------------------------------------------- serving
@@ -125,7 +122,7 @@ def _serving(q: ServingQuery) -> Art:
                f"base model's speed. Hot-swapped: one copy of W₀ serves a batch that mixes tasks; the shared matmul runs once, and a "
                f"segmented kernel (Punica's SGMV, S-LoRA) applies each request's own adapter, {format_gpu_bytes(adapter)} "
                f"each at r = {q.rank} in bf16.")
-    return Art(wide=_serving_svg(q, WIDE).markup(), narrow=_serving_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _serving_svg(q, width), caption)
 
 
 FIGURES = register(

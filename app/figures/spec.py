@@ -15,11 +15,17 @@ from typing import Any, Literal
 from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict
 
+from app.figures.svg import NARROW, WIDE, Svg
+
 
 class FigureQuery(BaseModel):
     """Arguments of a figure: every field has a default and bounds; unknown names are refused."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoArguments(FigureQuery):
+    """A figure with nothing to set."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,11 @@ class Art:
     caption: str
     narrow: Markup | None = None
     readout: str = ""
+
+
+def drawn(draw: Callable[[float], Svg], caption: str, readout: str = "") -> Art:
+    """Art from one drawing function, laid out for the text column (WIDE) and for phones (NARROW)."""
+    return Art(wide=draw(WIDE).markup(), narrow=draw(NARROW).markup(), caption=caption, readout=readout)
 
 
 @dataclass(frozen=True)

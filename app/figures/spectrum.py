@@ -14,8 +14,8 @@ from calculators import lowrank
 
 from app.figures.chart import Chart, Scale
 from app.figures.parts import legend
-from app.figures.spec import Art, FigureQuery, FigureSpec, register
-from app.figures.svg import NARROW, WIDE, Svg
+from app.figures.spec import Art, FigureQuery, FigureSpec, drawn, register
+from app.figures.svg import WIDE, Svg
 
 
 class SpectrumQuery(FigureQuery):
@@ -70,7 +70,7 @@ def _spectrum(q: SpectrumQuery) -> Art:
                f"({q.noise:g} of its size). The first {q.intrinsic_rank} singular values stand far above the rest; a rank-r "
                f"truncation keeps the tallest r bars and its relative error is the root of the discarded bars' squares, "
                f"{error:.3f} at r = {q.rank} (Eckart–Young). Past the elbow, extra rank only fits noise.")
-    return Art(wide=_svg(q, WIDE).markup(), narrow=_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _svg(q, width), caption)
 
 
 FIGURES = register(

@@ -13,8 +13,8 @@ from calculators.architectures import Architecture, LinearModule, get_architectu
 from calculators.params import count_trainable
 
 from app.figures.parts import legend
-from app.figures.spec import Art, FigureQuery, FigureSpec, register
-from app.figures.svg import NARROW, WIDE, Svg, text_width
+from app.figures.spec import Art, FigureQuery, FigureSpec, drawn, register
+from app.figures.svg import WIDE, Svg, text_width
 from app.formatting import format_count_short, format_int
 from app.queries import split_modules
 
@@ -138,7 +138,7 @@ def _block(q: BlockQuery) -> Art:
         caption += (f" Grouped-query attention shares each key/value head among "
                     f"{arch.num_attention_heads // arch.num_key_value_heads} query heads, so k_proj and v_proj are "
                     f"{arch.num_attention_heads // arch.num_key_value_heads} times narrower than q_proj, and so are their adapters.")
-    return Art(wide=_block_svg(q, WIDE).markup(), narrow=_block_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _block_svg(q, width), caption)
 
 
 # ---------------------------------------------------------------------------- the budget per module kind
@@ -195,7 +195,7 @@ def _budget(q: BudgetQuery) -> Art:
                f"grouped-query attention k_proj and v_proj shrink. Every bar is linear in r.")
     if len(archs) == 1:
         caption = caption.replace("under grouped-query attention ", "")
-    return Art(wide=_budget_svg(q, WIDE).markup(), narrow=_budget_svg(q, NARROW).markup(), caption=caption)
+    return drawn(lambda width: _budget_svg(q, width), caption)
 
 
 FIGURES = register(
