@@ -30,9 +30,8 @@ def _data(q: SpectrumQuery):
     update = lowrank.make_low_rank_update(q.size, q.size, q.intrinsic_rank,
                                           lowrank.noise_std_for_ratio(q.size, q.size, q.noise), q.seed)
     shown = min(q.size, max(4 * q.intrinsic_rank, q.rank + 8, 24))
-    sigma = lowrank.singular_values(update.matrix)[:shown]
-    error = lowrank.svd_error_curve(update.matrix, [q.rank]).relative_errors[0]
-    return update, sigma, error
+    curve = lowrank.svd_error_curve(update.matrix, [q.rank])
+    return update, curve.singular_values[:shown], curve.relative_errors[0]
 
 
 def _svg(q: SpectrumQuery, width: float) -> Svg:
