@@ -1,7 +1,7 @@
 """Chapters: markdown files in content/ rendered to HTML once, with our directives.
 
 A chapter goes through one pipeline: front matter -> markdown-it tokens -> HTML, where
-fences named `{note}`, `{pitfall}`, `{instrument}`, `{cell}`, `{quiz}` and the inline
+fences named `{note}`, `{pitfall}`, `{instrument}`, `{figure}`, `{cell}`, `{quiz}` and the inline
 roles `{num}` and `{ref}` are rendered by `app.directives` through `_`-partials.
 """
 
@@ -53,6 +53,8 @@ class Chapter:
     cells: tuple[str, ...]
     n_words: int
     has_lab: bool = False
+    figures: tuple[str, ...] = ()  # figure names in order of appearance
+    has_live_figures: bool = False
 
 
 @dataclass
@@ -135,6 +137,8 @@ def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta
         cells=tuple(env.get("cells", ())),
         n_words=len(re.findall(r"\w+", body)),
         has_lab=bool(env.get("lab")),
+        figures=tuple(env.get("figures", ())),
+        has_live_figures=bool(env.get("live_figures")),
     )
 
 

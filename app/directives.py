@@ -76,6 +76,12 @@ def render_reference(text: str, env: dict, where: str) -> Markup:
     return Markup('<a class="xref" href="{}">{}</a>').format(href, chapter.title)
 
 
+def chapter_number(source: str) -> int | None:
+    """'02-lora.md' -> 2: the number figures are labelled with ("Figure 2.1")."""
+    head = source.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
 class DirectiveRenderer:
     """Binds the markdown-it rules to a Jinja environment that holds the partials."""
 
@@ -117,6 +123,8 @@ class DirectiveRenderer:
             )
         if name == "quiz":
             return self._quiz(token.content, env, where)
+        if name == "figure":
+            return self._figure(argument, token.content, env, where)
         if name == "lab":
             env["lab"] = True
             return self._partial("_lab_embed.html")
@@ -137,6 +145,33 @@ class DirectiveRenderer:
         env.setdefault("instruments", []).append(name)
         embed_id = f"{name}-{len(env['instruments'])}"
         return self.jinja.get_template(spec.template).render(**spec.context(query, embed_id, standalone=False))
+
+    def _figure(self, name: str, body: str, env: dict, where: str) -> str:
+        """Draw a registered figure server-side (app.figures) with the body's arguments."""
+        from app.figures import get_figure
+
+        if not name or " " in name:
+            raise ValueError(f"{where}: a figure directive names one figure, got {name!r}")
+        try:
+            spec = get_figure(name)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from exc
+        values = yaml.safe_load(body) if body.strip() else {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}: figure {name!r} body must be 'key: value' lines")
+        try:  # pydantic's ValidationError is a ValueError too, and names the field
+            query = spec.parse(values)
+            art = spec.render(query)
+            controls = spec.controls(query) if spec.controls else ()
+        except ValueError as exc:
+            raise ValueError(f"{where}: figure {name!r}: {exc}") from exc
+        drawn = env.setdefault("figures", [])
+        drawn.append(name)
+        env["live_figures"] = env.get("live_figures", False) or spec.live
+        number = chapter_number(env.get("source", ""))
+        label = f"Figure {number}.{len(drawn)}" if number else f"Figure {len(drawn)}"
+        return self._partial("_figure.html", spec=spec, art=art, controls=controls,
+                             fig_id=f"fig-{number or 0}-{len(drawn)}", label=label)
 
     def _quiz(self, body: str, env: dict, where: str) -> str:
         data = yaml.safe_load(body)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from app import figures
+from app.figures import plotly as figures
 from app.formatting import GIB, format_bytes, format_count_short, format_gpu_bytes, format_int
 from app.errors import calculator_input
 from app.queries import AttnImpl, BaseDtype, Optimizer, StrictQuery, split_modules

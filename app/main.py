@@ -16,7 +16,7 @@ from app.content import Library, load_library
 from app.errors import describe
 from app.rendering import is_htmx, make_templates, page
 from app.jobs import JobManager
-from app.routers import api, instruments, lab, pages
+from app.routers import api, figures, instruments, lab, pages
 from app.settings import Settings, get_settings
 from app.security import SecurityHeaders
 from app.static_files import BookStaticFiles, CompressResponses
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = get_jobs
     app.include_router(pages.router)
     app.include_router(instruments.router)
+    app.include_router(figures.router)
     app.include_router(lab.router)
     app.include_router(api.router)
 
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def invalid_input(request: Request, exc: RequestValidationError):
         """422 naming each bad field: JSON for the API, a readable message for pages."""
         messages = describe(list(exc.errors()))
-        if request.url.path.startswith("/instruments/"):
+        if request.url.path.startswith(("/instruments/", "/figures/")):
             if is_htmx(request):
                 return page(request, "_result_error.html", status_code=422, messages=messages)
             return page(request, "404.html", status_code=422, code=422, heading="Some settings were not valid.", message="; ".join(messages))

@@ -1,0 +1,261 @@
+"""The book's SVG figures: every figure draws valid, accessible, escaped SVG with a caption; every
+chapter has figures; the numbers they show are the calculators'; live figures redraw over
+htmx and without JavaScript; bad arguments fail the build or get a 422 naming the field."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from bs4 import BeautifulSoup
+
+from app.content import load_library
+from app.figures import FIGURES
+from app.figures.svg import Svg
+from app.formatting import format_gpu_bytes, format_int
+from app.rendering import make_templates
+from app.settings import Settings
+from calculators import memory, nf4, params
+
+SVG_NS = "{http://www.w3.org/2000/svg}"
+HTMX = {"HX-Request": "true"}
+FRONT = "---\ntitle: Test chapter\nlabel: test\nsummary: A chapter for the tests.\n---\n\n"
+
+
+def parse_svg(markup: str) -> ET.Element:
+    """The SVG as XML: it must be well-formed on its own, not only as HTML."""
+    root = ET.fromstring(str(markup))
+    assert root.tag == f"{SVG_NS}svg"
+    return root
+
+
+def svg_texts(root: ET.Element) -> list[str]:
+    return ["".join(t.itertext()) for t in root.iter(f"{SVG_NS}text")]
+
+
+def assert_accessible_svg(root: ET.Element) -> None:
+    assert root.get("role") == "img"
+    assert root.get("aria-label", "").strip(), "an SVG figure needs an accessible name"
+    title = root.find(f"{SVG_NS}title")
+    assert title is not None and title.text == root.get("aria-label")
+    view_box = [float(v) for v in root.get("viewBox", "").split()]
+    assert len(view_box) == 4 and view_box[2] in (640, 360) and view_box[3] > 40
+    for element in root.iter():
+        assert element.tag != f"{SVG_NS}script", "no scripts in figures (the CSP forbids inline scripts)"
+        assert "id" not in element.attrib, "no ids: a page may show a figure twice"
+        assert not any(name.startswith("on") for name in element.attrib), "no event handlers"
+        assert "style" not in element.attrib, "colours come from classes, so both themes work"
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_every_figure_draws_valid_accessible_svg_with_a_caption(name):
+    spec = FIGURES[name]
+    art = spec.render(spec.parse({}))
+    for markup in (art.wide, art.narrow):
+        if markup is None:
+            continue
+        root = parse_svg(markup)
+        assert_accessible_svg(root)
+        assert any(text.strip() for text in svg_texts(root)), "a figure without a word of text"
+    assert len(art.caption) > 80, "the caption must explain the figure"
+    assert spec.title and spec.chapter
+
+
+def test_svg_text_is_escaped():
+    svg = Svg(640, 100, 'A <title> & "quotes"', description="<desc> & more")
+    svg.text(10, 20, '<script>alert("x")</script> & <b>')
+    svg.rect(0, 0, 10, 10, "frozen", tip="</title><script>")
+    root = parse_svg(svg.markup())
+    assert root.get("aria-label") == 'A <title> & "quotes"'
+    assert svg_texts(root) == ['<script>alert("x")</script> & <b>']
+    assert not [e for e in root.iter() if e.tag in (f"{SVG_NS}script", f"{SVG_NS}b")]
+    assert root.find(f"{SVG_NS}desc").text == "<desc> & more"
+
+
+def test_svg_refuses_non_finite_coordinates():
+    svg = Svg(640, 100, "t")
+    with pytest.raises(ValueError, match="coordinate"):
+        svg.rect(float("nan"), 0, 1, 1, "frozen")
+
+
+# ---------------------------------------------------------------------------- in the chapters
+
+
+@pytest.fixture(scope="module")
+def library():
+    settings = Settings()
+    return load_library(settings.content_dir, make_templates(settings).env)
+
+
+def test_every_chapter_has_at_least_two_figures_each_with_name_and_caption(library):
+    for chapter in library.chapters:
+        soup = BeautifulSoup(chapter.html, "html.parser")
+        figures = soup.select("figure.fig")
+        assert len(figures) >= 2, f"{chapter.meta.label} has {len(figures)} figures"
+        assert [f["data-figure"] for f in figures] == list(chapter.figures)
+        for number, figure in enumerate(figures, start=1):
+            caption = figure.select_one("figcaption")
+            assert caption.select_one(".fig-label").get_text() == f"Figure {chapter.meta.number}.{number}"
+            assert len(caption.get_text(strip=True)) > 80
+            for svg in figure.select("svg"):
+                assert svg.get("role") == "img" and svg.get("aria-label")
+
+
+def test_every_registered_figure_appears_in_a_chapter(library):
+    used = {name for chapter in library.chapters for name in chapter.figures}
+    assert used == set(FIGURES), f"unused: {set(FIGURES) - used}"
+
+
+def test_live_figures_bring_htmx_to_their_chapter(client):
+    soup = BeautifulSoup(client.get("/chapters/qlora").text, "html.parser")
+    assert soup.select_one("script[src='/static/vendor/htmx/htmx.min.js']") is not None
+    form = soup.select_one("figure[data-figure=nf4-blocks] form.fig-controls")
+    assert form["action"] == "/figures/nf4-blocks" and form["method"] == "get"  # works without JavaScript
+    assert form["hx-get"] == "/figures/nf4-blocks"
+    assert form.select_one("noscript button[type=submit]") is not None
+    assert soup.select_one("link[href='/static/css/figures.css']") is not None
+
+
+def render(tmp_path: Path, body: str) -> BeautifulSoup:
+    (tmp_path / "01-test.md").write_text(FRONT + body, encoding="utf-8")
+    chapters = load_library(tmp_path, make_templates(Settings()).env).chapters
+    return BeautifulSoup(chapters[0].html, "html.parser")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("```{figure} no-such-figure\n```\n", "unknown figure 'no-such-figure'"),
+        ("```{figure} lora-shapes\ncolour: red\n```\n", "colour"),
+        ("```{figure} lora-shapes\nrank: 0\n```\n", "rank"),
+        ("```{figure} lora-shapes\nrank: 5000\n```\n", "rank"),
+        ("```{figure} lora-shapes\nmodule: lm_head_x\n```\n", "module"),
+        ("```{figure} memory-breakdown\nmodel: gpt-9\n```\n", "model: unknown model 'gpt-9'"),
+        ("```{figure} lora-shapes\n- a list\n```\n", "body must be 'key: value' lines"),
+        ("```{figure} lora-shapes extra words\n```\n", "names one figure"),
+    ],
+)
+def test_a_bad_figure_directive_fails_the_build_naming_file_and_figure(tmp_path, body, message):
+    with pytest.raises(ValueError) as excinfo:
+        render(tmp_path, body)
+    text = str(excinfo.value)
+    assert "01-test.md:" in text and message in text
+
+
+def test_figure_directive_renders_numbered_figure_with_arguments(tmp_path):
+    soup = render(tmp_path, "Text.\n\n```{figure} lora-shapes\nmodel: llama-3-8b\nmodule: k_proj\nrank: 16\n```\n")
+    figure = soup.select_one("figure.fig.fig-live")
+    assert figure["id"] == "fig-1-1"
+    assert figure.select_one(".fig-label").get_text() == "Figure 1.1"
+    expected = params.lora_module_params(4096, 1024, 16)
+    assert f"{format_int(expected)} parameters" in figure.select_one(".fig-readout").get_text()
+    assert figure.select_one("input[name=rank][value='16']").has_attr("checked")
+    assert figure.select_one("input[type=hidden][name=model]")["value"] == "llama-3-8b"
+
+
+# ---------------------------------------------------------------------------- the numbers are the calculators'
+
+
+def _texts(name: str, **args) -> list[str]:
+    spec = FIGURES[name]
+    return svg_texts(parse_svg(spec.render(spec.parse(args)).wide))
+
+
+def test_transformer_block_shows_gqa_shapes_and_peft_counts():
+    texts = _texts("transformer-block", model="llama-3-8b", target_modules="q_proj,v_proj", rank=8)
+    assert "4,096 → 1,024" in texts  # k_proj and v_proj are 4× narrower under GQA
+    assert f"+{format_int(params.lora_module_params(4096, 1024, 8))} LoRA" in texts
+    counted = params.count_trainable("llama-3-8b", "lora", r=8, target_modules="q_proj,v_proj")
+    assert any(format_int(counted.trainable) in t for t in texts)
+    assert texts.count("frozen") == 5 + 1  # k, o, gate, up, down, and the legend
+
+
+def test_memory_breakdown_shows_the_estimators_totals():
+    texts = _texts("memory-breakdown", model="llama-2-7b", rank=16, gradient_checkpointing=True)
+    for method in ("full", "lora", "qlora"):
+        estimate = memory.estimate_memory("llama-2-7b", method=method, r=16, target_modules="all-linear",
+                                          seq_len=2048, gradient_checkpointing=True)
+        assert any(format_gpu_bytes(estimate.total_with_context_bytes) in t for t in texts), method
+
+
+def test_nf4_blocks_shows_bits_per_parameter_from_the_calculator():
+    for blocksize, double_quant in ((64, False), (64, True), (256, True)):
+        texts = _texts("nf4-blocks", blocksize=blocksize, double_quant=double_quant)
+        bits = nf4.bits_per_param(blocksize, double_quant=double_quant)
+        assert f"Bits per parameter: 4 + {bits:.3f} = {4 + bits:.3f}" in texts
+
+
+def test_nf4_levels_ticks_are_the_sixteen_levels():
+    spec = FIGURES["nf4-levels"]
+    root = parse_svg(spec.render(spec.parse({})).wide)
+    ticks = sorted(float(line.get("x1")) for line in root.iter(f"{SVG_NS}line") if line.get("class") == "level")
+    assert len(ticks) == 16
+    left, right = ticks[0], ticks[-1]
+    for tick, level in zip(ticks, nf4.nf4_levels()):  # x is linear in the level, ±1 at the ends
+        assert (tick - left) / (right - left) == pytest.approx((level + 1) / 2, abs=0.002)
+
+
+# ---------------------------------------------------------------------------- live figures over HTTP
+
+
+def _fragment(client, name: str, **query) -> BeautifulSoup:
+    response = client.get(f"/figures/{name}", params=query, headers=HTMX)
+    assert response.status_code == 200, response.text
+    assert "<html" not in response.text and "<form" not in response.text and "<figcaption" not in response.text
+    assert "HX-Request" in response.headers["vary"]
+    return BeautifulSoup(response.text, "html.parser")
+
+
+def _b_width(soup: BeautifulSoup) -> float:
+    return float(soup.select_one(".fig-wide svg rect.fb")["width"])
+
+
+def test_lora_shapes_fragment_follows_the_rank(client):
+    small = _fragment(client, "lora-shapes", model="llama-2-7b", module="q_proj", rank=64)
+    large = _fragment(client, "lora-shapes", model="llama-2-7b", module="q_proj", rank=256)
+    assert "rank 256" in large.select_one(".fig-wide svg")["aria-label"]
+    assert _b_width(large) == pytest.approx(4 * _b_width(small), rel=0.01)  # B's width is r, to scale
+    expected = params.lora_module_params(4096, 4096, 256)
+    assert f"{format_int(expected)} parameters" in large.select_one(".fig-readout").get_text()
+
+
+def test_nf4_blocks_fragment_follows_the_block_size(client):
+    soup = _fragment(client, "nf4-blocks", blocksize=256, double_quant="false")
+    bits = nf4.bits_per_param(256, double_quant=False)
+    assert f"{4 + bits:.3f} bits per parameter" in soup.select_one(".fig-readout").get_text()
+    assert "fp32 constants" in soup.select_one(".fig-readout").get_text()
+
+
+def test_figure_page_works_without_javascript(client):
+    response = client.get("/figures/lora-shapes?model=llama-2-7b&module=down_proj&rank=64&alpha=16")
+    assert response.status_code == 200
+    soup = BeautifulSoup(response.text, "html.parser")
+    assert soup.select_one("input[name=rank][value='64']").has_attr("checked")
+    assert soup.select_one("select[name=module] option[selected]")["value"] == "down_proj"
+    assert "11,008" in soup.select_one(".fig-readout").get_text()
+    assert soup.select_one("a[href='/chapters/lora']") is not None
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("rank=0", "rank"), ("rank=5000", "rank"), ("rank=eight", "rank"), ("colour=red", "colour"),
+     ("module=nope", "module"), ("model=gpt-9", "model")],
+)
+def test_bad_figure_arguments_get_a_422_naming_the_field(client, query, field):
+    response = client.get(f"/figures/lora-shapes?{query}", headers=HTMX)
+    assert response.status_code == 422
+    assert field in response.text and "role=\"alert\"" in response.text
+    page = client.get(f"/figures/lora-shapes?{query}", headers={"accept": "text/html"})
+    assert page.status_code == 422 and field in page.text
+
+
+def test_unknown_figure_is_a_404(client):
+    assert client.get("/figures/no-such-figure", headers={"accept": "text/html"}).status_code == 404
+
+
+def test_gallery_shows_every_figure(client):
+    soup = BeautifulSoup(client.get("/figures").text, "html.parser")
+    assert sorted(f["data-figure"] for f in soup.select("figure.fig")) == sorted(FIGURES)
+    assert not re.search(r"\bid=\"fig-[^\"]+\"[^>]*\bid=", client.get("/figures").text)
