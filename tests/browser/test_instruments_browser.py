@@ -111,7 +111,7 @@ def test_svd_rank_error_hits_the_noise_floor(live_server, browser_page):
     wait_for_headline(page, "error-at-intrinsic", f"{error:.4f}")
     assert headline(page, "noise-floor") == f"{update.noise_floor:.4f}"
     assert abs(error - update.noise_floor) < 0.01
-    assert_url_restores(page, "intrinsic_rank=4", "#svd-rank-intrinsic_rank", "4", "error-at-intrinsic", f"{error:.4f}")
+    assert_url_restores(page, "intrinsic_rank", "4", "error-at-intrinsic", f"{error:.4f}")
 
 
 def test_scaling_demo_follows_alpha(live_server, browser_page):
@@ -121,15 +121,16 @@ def test_scaling_demo_follows_alpha(live_server, browser_page):
     page.locator("#scaling-alpha").fill("64")
     wait_for_headline(page, "lora-scale", f"{scaling.lora_scaling(64, 16):.4g}")
     assert headline(page, "rslora-scale") == f"{scaling.lora_scaling(64, 16, use_rslora=True):.4g}"
-    assert_url_restores(page, "alpha=64", "#scaling-alpha", "64", "lora-scale", f"{scaling.lora_scaling(64, 16):.4g}")
+    assert_url_restores(page, "alpha", "64", "lora-scale", f"{scaling.lora_scaling(64, 16):.4g}")
 
 
-def assert_url_restores(page, setting: str, control: str, value: str, key: str, expected: str) -> None:
+def assert_url_restores(page, field: str, value: str, key: str, expected: str) -> None:
     """The address bar follows a changed setting, and opening that address shows the same result."""
-    page.wait_for_function("setting => location.search.includes(setting)", arg=setting, timeout=5_000)
+    page.wait_for_function(
+        "([field, value]) => new URLSearchParams(location.search).get(field) === value", arg=[field, value], timeout=5_000)
     other = page.context.new_page()
     other.goto(page.url)
-    assert other.locator(control).input_value() == value
+    assert other.locator(f"form.instrument-form [name={field}]").input_value() == value
     assert headline(other, key) == expected
     other.close()
 
