@@ -99,8 +99,9 @@ def test_svd_cell_prints_the_calculators_errors_and_plots(page, live_server, scr
     assert [m for _, m, _, _ in rows] == [f"{e:.4f}" for e in err_m]
     assert [t for _, _, t, _ in rows] == [f"{e:.4f}" for e in err_m]  # Eckart-Young: the tail of the spectrum
     assert [l for *_, l in rows] == [f"{e:.4f}" for e in err_l]
-    assert "✓ |M - M_r|/|M| at every rank: all 6 values match calculators" in output(page, 1)
-    assert "✓ the clean signal is recovered best at its own rank, r = 8" in output(page, 1)
+    checks = "".join(page.locator(f"{cell(1)} .cell-check").all_inner_texts()).splitlines()  # shown in green
+    assert checks == ["✓ |M - M_r|/|M| at every rank: all 6 values match calculators",
+                      "✓ the clean signal is recovered best at its own rank, r = 8"]
 
     plot = page.wait_for_selector(f"{cell(1)} .cell-plot.js-plotly-plot")
     assert "Truncated SVD" in plot.inner_text()
