@@ -80,6 +80,19 @@ def evaluate(name: str, args: Mapping[str, str]) -> Quantity:
     return Quantity(float(definition.function(**kwargs)), definition.unit)
 
 
+def value(name: str, **args: object) -> float | int:
+    """The number a chapter's {num}`name key=value` shows, from Python arguments.
+
+    For the book's cells, which check their own results against the text:
+    `value("lora_scaling", alpha=16, r=8)` is {num}`lora_scaling alpha=16 r=8` unformatted;
+    counts and byte sizes come back as int.
+    """
+    result = evaluate(name, {key: str(arg) for key, arg in args.items()})
+    if result.unit in ("count", "bytes") and result.value.is_integer():
+        return int(result.value)
+    return result.value
+
+
 # --- the quantities ------------------------------------------------------------------
 # Imported at the end so the registry above exists; each module registers its own.
 from calculators import _quantity_defs  # noqa: E402,F401  (registration side effect)

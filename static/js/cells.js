@@ -160,6 +160,7 @@
 
   function write(run, text, kind) {
     var cell = run.cell;
+    if (kind === "stdout" && text.slice(0, 2) === "\u2713 ") kind = "check"; // a passed check(...) line
     if (run.chars > MAX_OUTPUT_CHARS) return;
     run.chars += text.length;
     if (run.chars > MAX_OUTPUT_CHARS) { text = "\n… output truncated (more than 100,000 characters)\n"; kind = "notice"; }

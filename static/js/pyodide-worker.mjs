@@ -26,7 +26,7 @@ import linecache, sys, traceback
 from pyodide.code import eval_code_async
 import loralab_cells
 
-NAMESPACE = {"__name__": "__main__", "plot": loralab_cells.plot, "plot_xy": loralab_cells.plot_xy}
+NAMESPACE = {"__name__": "__main__", "plot": loralab_cells.plot, "plot_xy": loralab_cells.plot_xy, "check": loralab_cells.check}
 
 async def run_cell(code, filename):
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)

@@ -1,4 +1,4 @@
-"""Plot helpers for the book's Python cells: `plot_xy(...)` and `plot.line/bar/hist`.
+"""Helpers for the book's Python cells: `check(...)`, `plot_xy(...)` and `plot.line/bar/hist`.
 
 One module, two hosts. In the browser the cell worker loads it into Pyodide and sets
 `sink` to a function that posts the figure to the page, where Plotly draws it in the
@@ -7,6 +7,11 @@ book's theme. The test suite imports it by path in CPython and sets `sink` to a 
 
 A figure is plain data (a dict of lists, JSON-serialisable): the page only draws it. Any
 arithmetic (histogram bins) happens here, in Python, never in JavaScript.
+
+`check` is how a cell proves what it shows: it compares a number the cell computed from
+scratch with the book's `calculators` (or states an identity), prints a visible
+"✓ ..." line when they agree and stops the cell with a `CheckFailed` naming both numbers
+when they do not. The test suite runs every cell, so a wrong number fails the build.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
+from numbers import Integral, Real
 from typing import Any
 
-__all__ = ["plot", "plot_xy", "sink", "figures"]
+__all__ = ["check", "CheckFailed", "plot", "plot_xy", "sink", "figures"]
 
 # Where finished figures go: set by the host. Without one, figures are kept in `figures`.
 sink: Callable[[str], None] | None = None
@@ -135,3 +141,71 @@ plot = Plot()
 def plot_xy(x: Any, y: Any, title: str = "", xlabel: str = "", ylabel: str = "", logy: bool = False, **kwargs: Any) -> None:
     """A line plot of y against x (y may be a list of series; see `plot.line`)."""
     plot.line(x, y, title=title, xlabel=xlabel, ylabel=ylabel, logy=logy, **kwargs)
+
+
+# ---------------------------------------------------------------------------------- checks
+
+
+class CheckFailed(AssertionError):
+    """A cell's result disagrees with what it is checked against."""
+
+
+def _show(value: Any) -> str:
+    """A number as a reader expects it: integers with thousands separators, floats to 6 significant digits."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return str(bool(value))
+    if isinstance(value, Integral):
+        return f"{int(value):,}"
+    if isinstance(value, Real):
+        return f"{float(value):.6g}"
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+
+
+def _close(value: float, expected: float, rel: float, atol: float) -> bool:
+    return math.isclose(float(value), float(expected), rel_tol=rel, abs_tol=atol)
+
+
+def check(label: str, value: Any, expected: Any = True, *, rel: float = 1e-9, atol: float = 0.0,
+          source: str = "calculators") -> None:
+    """Print `✓ label: value (calculators: expected)` when `value` matches `expected`; raise CheckFailed otherwise.
+
+    Numbers match within `rel` (relative) or `atol` (absolute) tolerance, as in `math.isclose`;
+    sequences (lists, tuples, numpy arrays) match element by element. Without `expected` the
+    value is a condition that must be true, such as `np.allclose(merged, unmerged)`, and the
+    line is just `✓ label`. `source` names what the number is checked against.
+    """
+    if not isinstance(label, str) or not label:
+        raise ValueError("label: describe what is checked, e.g. 'LoRA parameters at r=8'")
+    if rel < 0 or atol < 0:
+        raise ValueError("rel and atol must not be negative")
+    if isinstance(expected, bool):
+        if bool(value) is not expected:
+            raise CheckFailed(f"✗ {label}: this is {not expected}")
+        print(f"✓ {label}")
+        return
+    tolerance = f"relative {rel:g}" + (f" or absolute {atol:g}" if atol else "")
+    if _is_number(expected):
+        if not _is_number(value):
+            raise CheckFailed(f"✗ {label}: expected a number, the cell computed {value!r}")
+        if not _close(value, expected, rel, atol):
+            raise CheckFailed(
+                f"✗ {label}: the cell computed {_show(value)}, but {source} gives {_show(expected)} (allowed: {tolerance})"
+            )
+        print(f"✓ {label}: {_show(value)} ({source}: {_show(expected)})")
+        return
+    ours, theirs = _floats(value, "value"), _floats(expected, "expected")
+    if len(ours) != len(theirs):
+        raise CheckFailed(f"✗ {label}: the cell computed {len(ours)} values, {source} gives {len(theirs)}")
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if a is None or b is None or not _close(a, b, rel, atol):
+            raise CheckFailed(
+                f"✗ {label}: value {i} is {_show(a)}, but {source} gives {_show(b)} (allowed: {tolerance})"
+            )
+    if len(ours) <= 4:
+        print(f"✓ {label}: {', '.join(map(_show, ours))} ({source}: {', '.join(map(_show, theirs))})")
+    else:
+        print(f"✓ {label}: all {len(ours)} values match {source}")

@@ -111,6 +111,7 @@ def test_svd_rank_error_hits_the_noise_floor(live_server, browser_page):
     wait_for_headline(page, "error-at-intrinsic", f"{error:.4f}")
     assert headline(page, "noise-floor") == f"{update.noise_floor:.4f}"
     assert abs(error - update.noise_floor) < 0.01
+    assert_url_restores(page, "intrinsic_rank", "4", "error-at-intrinsic", f"{error:.4f}")
 
 
 def test_scaling_demo_follows_alpha(live_server, browser_page):
@@ -120,6 +121,18 @@ def test_scaling_demo_follows_alpha(live_server, browser_page):
     page.locator("#scaling-alpha").fill("64")
     wait_for_headline(page, "lora-scale", f"{scaling.lora_scaling(64, 16):.4g}")
     assert headline(page, "rslora-scale") == f"{scaling.lora_scaling(64, 16, use_rslora=True):.4g}"
+    assert_url_restores(page, "alpha", "64", "lora-scale", f"{scaling.lora_scaling(64, 16):.4g}")
+
+
+def assert_url_restores(page, field: str, value: str, key: str, expected: str) -> None:
+    """The address bar follows a changed setting, and opening that address shows the same result."""
+    page.wait_for_function(
+        "([field, value]) => new URLSearchParams(location.search).get(field) === value", arg=[field, value], timeout=5_000)
+    other = page.context.new_page()
+    other.goto(page.url)
+    assert other.locator(f"form.instrument-form [name={field}]").input_value() == value
+    assert headline(other, key) == expected
+    other.close()
 
 
 def test_chapter_embed_remembers_its_settings_in_the_chapter_url(live_server, browser_page):
@@ -152,16 +165,60 @@ def test_instrument_screenshots(live_server, browser_context_factory, screenshot
     page.goto(f"{live_server}/instruments/{name}")
     settle(page)
     page.wait_for_timeout(300)  # Plotly's transitions
-    # Plot text follows the theme: the axis labels are the page's text colour.
+    # Plot text follows the theme: tick labels in the page's muted text colour, the other
+    # text (titles) in the page's text colour, and that colour is the scheme's own.
     text_colour = page.evaluate("getComputedStyle(document.body).color")
-    tick_fill = page.evaluate("document.querySelector('.plot .xtick text')?.style.fill || ''")
-    assert tick_fill and tick_fill != "rgb(68, 68, 68)", "axis ticks kept Plotly's default colour"
-    assert text_colour
+    assert plot_colours(page) == {"ticks": css_colour(page, "var(--text-muted)"), "titles": text_colour}
+    assert (luminance(text_colour) > 0.5) == (scheme == "dark"), f"{scheme} page with text {text_colour}"
     assert not errors, errors
     page.screenshot(path=str(screenshot_dir / f"instrument-{name}-{scheme}.png"), full_page=True)
     width = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert width <= 0
-    assert re.search(r"/instruments/" + name, page.url)
+
+
+def css_colour(page, value: str) -> str:
+    """A CSS colour (such as var(--text-muted)) as the browser computes it: 'rgb(r, g, b)'."""
+    return page.evaluate(
+        """value => { const probe = document.createElement('span'); probe.style.color = value;
+        document.body.append(probe); const colour = getComputedStyle(probe).color; probe.remove(); return colour; }""",
+        value,
+    )
+
+
+def plot_colours(page) -> dict[str, str]:
+    """The fill of the first figure's tick labels and of its title texts (each must be one colour)."""
+    fills = page.evaluate("""() => {
+        const plot = document.querySelector('.instrument-result .plot.plot-ready');
+        const fills = selector => [...new Set([...plot.querySelectorAll(selector)].map(t => t.style.fill))];
+        return {ticks: fills('.xtick text, .ytick text'), titles: fills('.g-xtitle text, .g-ytitle text, .gtitle')};
+    }""")
+    assert len(fills["ticks"]) == 1 and len(fills["titles"]) == 1, fills
+    return {key: values[0] for key, values in fills.items()}
+
+
+def luminance(colour: str) -> float:
+    """Relative luminance (WCAG 2) of an 'rgb(r, g, b)' colour: 0 black, 1 white."""
+    channels = [int(c) / 255 for c in re.findall(r"\d+", colour)[:3]]
+    r, g, b = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_theme_toggle_recolours_drawn_figures(live_server, browser_context_factory):
+    """Switching the theme on a page re-themes figures already drawn, without a reload."""
+    page = browser_context_factory(viewport={"width": 1280, "height": 900}, color_scheme="light").new_page()
+    page.goto(f"{live_server}/instruments/configurator")
+    settle(page)
+    light = plot_colours(page)
+    assert light == {"ticks": css_colour(page, "var(--text-muted)"), "titles": css_colour(page, "var(--text)")}
+    page.click("#theme-toggle")
+    page.wait_for_function("() => document.documentElement.dataset.theme === 'dark'")
+    page.wait_for_function(
+        "before => document.querySelector('.instrument-result .plot .xtick text').style.fill !== before",
+        arg=light["ticks"], timeout=5_000)
+    dark = plot_colours(page)
+    assert dark == {"ticks": css_colour(page, "var(--text-muted)"), "titles": css_colour(page, "var(--text)")}
+    assert luminance(dark["titles"]) > 0.5 > luminance(light["titles"])
+    assert luminance(dark["ticks"]) > luminance(light["ticks"])
 
 
 @pytest.mark.parametrize("name", ["configurator", "will-it-fit"])

@@ -2,20 +2,62 @@
 
 from __future__ import annotations
 
+import math
+import re
+import shlex
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from calculators import architectures, nf4
-from calculators.quantities import REGISTRY, evaluate
+from calculators import architectures, nf4, quantities
+from calculators.quantities import REGISTRY, UNITS, evaluate
+
+CONTENT = Path(__file__).resolve().parents[2] / "content"
 
 
 def value(name: str, **args: object) -> float:
     return evaluate(name, {k: str(v) for k, v in args.items()}).value
 
 
+def chapter_uses() -> list[tuple[str, dict[str, str]]]:
+    """Every {num}`name key=value ...` in content/, as (name, arguments without fmt)."""
+    uses = []
+    for chapter in sorted(CONTENT.glob("*.md")):
+        for text in re.findall(r"\{num\}`([^`]+)`", chapter.read_text()):
+            name, *words = shlex.split(text)
+            args = dict(word.split("=", 1) for word in words)
+            args.pop("fmt", None)
+            uses.append((name, args))
+    return uses
+
+
+# What each unit promises of a value, and so what the renderer may print.
+UNIT_HOLDS = {
+    "count": lambda v: v >= 0 and float(v).is_integer(),  # printed as 16,777,216
+    "bytes": lambda v: v >= 0 and float(v).is_integer(),
+    "percent": lambda v: 0 <= v <= 100,  # already multiplied by 100
+    "bits": lambda v: 0 <= v <= 64,
+    "ratio": lambda v: v > 0,
+    "float": lambda v: math.isfinite(v),
+}
+
+
 def test_every_quantity_declares_a_unit_and_a_docstring():
+    assert set(UNIT_HOLDS) == set(UNITS)
     for definition in REGISTRY.values():
+        assert definition.unit in UNITS, definition.name
         assert definition.doc, definition.name
+
+
+def test_every_value_the_chapters_state_is_in_its_quantitys_unit():
+    """A percent the chapters print is 0..100, a count or a byte size a whole number, and so on."""
+    uses = chapter_uses()
+    assert len(uses) > 50
+    for name, args in uses:
+        result = evaluate(name, args)
+        assert result.unit == REGISTRY[name].unit
+        assert UNIT_HOLDS[result.unit](result.value), f"{name} {args} = {result.value!r} is not a valid {result.unit}"
 
 
 def test_evaluate_names_what_is_wrong():
@@ -104,3 +146,14 @@ def test_double_quantization_saving_is_the_constants_difference():
     saving = value("nf4_double_quant_saving", model="llama-2-70b")
     expected = arch.n_params_linear * (0.5 - (8 / 64 + 32 / (64 * 256))) / 8
     assert saving == pytest.approx(expected, rel=1e-3)
+
+
+def test_value_takes_python_arguments_and_keeps_counts_whole():
+    """`quantities.value` is how a cell reads the number the text shows."""
+    count = quantities.value("module_lora_params", model="llama-2-7b", module="q_proj", r=8)
+    assert count == 8 * (4096 + 4096) and isinstance(count, int)
+    assert quantities.value("lora_scaling", alpha=16, r=64, rslora=True) == 2.0
+    assert quantities.value("svd_rel_error", rank=8, intrinsic=8, noise=0.05) == \
+        evaluate("svd_rel_error", {"rank": "8", "intrinsic": "8", "noise": "0.05"}).value
+    with pytest.raises(ValueError, match="^r:"):
+        quantities.value("lora_scaling", alpha=16, r=0)
