@@ -21,6 +21,7 @@ from mdit_py_plugins.front_matter import front_matter_plugin
 from mdit_py_plugins.myst_role import myst_role_plugin
 
 from app import directives
+from app.bibliography import Reference, load_bibliography
 
 CHAPTER_FILE = re.compile(r"^(\d+)-[a-z0-9-]+\.md$")
 LABEL = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -53,6 +54,7 @@ class Chapter:
     cells: tuple[str, ...]
     n_words: int
     has_lab: bool = False
+    citations: tuple[str, ...] = ()  # bibliography keys cited, in order of first citation
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Library:
     """All chapters in reading order, addressable by label."""
 
     chapters: list[Chapter] = field(default_factory=list)
+    bibliography: dict[str, Reference] = field(default_factory=dict)
 
     def by_label(self, label: str) -> Chapter | None:
         return next((c for c in self.chapters if c.meta.label == label), None)
@@ -121,10 +124,12 @@ def _table_of_contents(tokens: list[Token]) -> tuple[TocEntry, ...]:
     return tuple(entries)
 
 
-def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta]) -> Chapter:
-    """Render one chapter; directives may refer to any chapter by label."""
+def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta],
+                   bibliography: dict[str, Reference] | None = None) -> Chapter:
+    """Render one chapter; directives may refer to any chapter by label and any work by citation key."""
     _, body = split_front_matter(meta.path.read_text(encoding="utf-8"), meta.path)
-    env: dict = {"chapters": {m.label: m for m in all_meta}, "source": meta.path.name}
+    env: dict = {"chapters": {m.label: m for m in all_meta}, "source": meta.path.name,
+                 "bibliography": bibliography or {}}
     tokens = md.parse(body, env)
     html = md.renderer.render(tokens, md.options, env)
     return Chapter(
@@ -135,6 +140,7 @@ def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta
         cells=tuple(env.get("cells", ())),
         n_words=len(re.findall(r"\w+", body)),
         has_lab=bool(env.get("lab")),
+        citations=tuple(dict.fromkeys(env.get("citations", ()))),
     )
 
 
@@ -146,5 +152,6 @@ def load_library(content_dir: Path, jinja: Environment) -> Library:
     duplicates = {label for label in labels if labels.count(label) > 1}
     if duplicates:
         raise ValueError(f"duplicate chapter labels: {sorted(duplicates)}")
+    bibliography = load_bibliography(content_dir)
     md = make_markdown(jinja)
-    return Library([render_chapter(meta, md, all_meta) for meta in all_meta])
+    return Library([render_chapter(meta, md, all_meta, bibliography) for meta in all_meta], bibliography)

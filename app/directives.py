@@ -76,6 +76,23 @@ def render_reference(text: str, env: dict, where: str) -> Markup:
     return Markup('<a class="xref" href="{}">{}</a>').format(href, chapter.title)
 
 
+def render_citation(text: str, env: dict, where: str) -> Markup:
+    """`{cite}` role: 'key' or 'key1,key2' -> author-year links to the references page."""
+    keys = [key.strip() for key in text.split(",") if key.strip()]
+    if not keys:
+        raise ValueError(f"{where}: empty {{cite}}")
+    bibliography = env.get("bibliography", {})
+    links = []
+    for key in keys:
+        reference = bibliography.get(key)
+        if reference is None:
+            raise ValueError(f"{where}: {{cite}}`{text}`: {key!r} is not in content/references.yaml")
+        env.setdefault("citations", []).append(key)
+        links.append(Markup('<a class="cite" href="{}" title="{}">{}</a>').format(
+            reference.anchor, reference.title, reference.short))
+    return Markup("; ").join(links)
+
+
 class DirectiveRenderer:
     """Binds the markdown-it rules to a Jinja environment that holds the partials."""
 
@@ -171,6 +188,8 @@ class DirectiveRenderer:
             return render_live_number(token.content, where)
         if name == "ref":
             return render_reference(token.content, env, where)
+        if name == "cite":
+            return render_citation(token.content, env, where)
         raise ValueError(f"{where}: unknown role {{{name}}}`{token.content}`")
 
     @staticmethod
