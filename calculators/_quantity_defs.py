@@ -577,3 +577,30 @@ def smallest_nf4_level(symmetric: bool) -> float:
 def peft_total_params(model: str, r: int, targets: str) -> int:
     """What print_trainable_parameters() reports as 'all params': the base plus the adapter."""
     return params.count_trainable(model, "lora", r=r, target_modules=targets).total
+
+
+@quantity("float")
+def optimizer_8bit_bytes_per_param(blocksize: int) -> float:
+    """8-bit Adam's state per parameter for a block size: two 1-byte codes plus two fp32 absmax per block."""
+    if blocksize < 1:
+        raise ValueError(f"blocksize: must be a positive integer, got {blocksize!r}")
+    return 2 * (1 + 4 / blocksize)
+
+
+@quantity("bytes")
+def kv_cache_per_token_bytes(model: str, tokens: int = 1) -> int:
+    """bf16 keys and values that `tokens` tokens of context occupy in every layer (one sequence)."""
+    return preference.kv_cache_bytes(model, 1, tokens)
+
+
+@quantity("percent")
+def gib_over_gb_percent() -> float:
+    """How much larger a GiB (2³⁰ bytes) is than a GB (10⁹ bytes), in percent."""
+    return 100.0 * (2**30 / 10**9 - 1)
+
+
+@quantity("count")
+def lora_breakeven_rank(model: str, module: str) -> int:
+    """The rank at which a module's adapter has as many parameters as the module: in·out / (in + out)."""
+    linear = _module(model, module)
+    return round(linear.in_features * linear.out_features / (linear.in_features + linear.out_features))

@@ -73,8 +73,10 @@ def test_all_conventions_agree_at_the_reference_rank():
     assert rank_sweep.scale_for("rslora", 64) == pytest.approx(2 * np.sqrt(8) / 8)
 
 
-def test_with_adam_the_learning_rate_transfers_best_under_alpha_over_r():
-    sweeps = {rule: rank_sweep.learning_rate_sweep(rule) for rule in rank_sweep.RULES}
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_with_adam_the_learning_rate_transfers_best_under_alpha_over_r(seed):
+    """The chapter's finding holds for three different tasks and initialisations, not just the one it prints."""
+    sweeps = {rule: rank_sweep.learning_rate_sweep(rule, seed=seed) for rule in rank_sweep.RULES}
     ratios = {rule: s.best_lr_ratio() for rule, s in sweeps.items()}
     assert ratios["fixed-alpha"] > ratios["rslora"] > ratios["alpha-2r"], ratios
     assert ratios["fixed-alpha"] >= 0.5 and ratios["alpha-2r"] <= 0.25, ratios
