@@ -419,7 +419,7 @@ def alpha_scale(rule: str, r: int) -> float:
 
 @quantity("float")
 def alpha_best_lr_ratio(rule: str) -> float:
-    """Best Adam learning rate at r = 64 over that at r = 4 (1 means the learning rate transfers across ranks)."""
+    """Best Adam learning rate at r = 32 over that at r = 2 (1 means the learning rate transfers across ranks)."""
     return rank_sweep.learning_rate_sweep(rule).best_lr_ratio()
 
 

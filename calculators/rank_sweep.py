@@ -172,7 +172,7 @@ class LearningRateSweep:
 
 
 @lru_cache(maxsize=16)
-def learning_rate_sweep(rule: str, ranks: tuple[int, ...] = (4, 16, 64), steps: int = 150, batch: int = 32,
+def learning_rate_sweep(rule: str, ranks: tuple[int, ...] = (2, 8, 32), steps: int = 150, batch: int = 32,
                         lr_exponents: tuple[float, ...] = tuple(k / 2 for k in range(-24, -11)),
                         d: int = 48, seed: int = 0) -> LearningRateSweep:
     """Train at every rank and every learning rate 2**e (e in lr_exponents) with Adam; seeds fixed."""

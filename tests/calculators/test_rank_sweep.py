@@ -79,13 +79,13 @@ def test_with_adam_the_learning_rate_transfers_best_under_alpha_over_r(seed):
     sweeps = {rule: rank_sweep.learning_rate_sweep(rule, seed=seed) for rule in rank_sweep.RULES}
     ratios = {rule: s.best_lr_ratio() for rule, s in sweeps.items()}
     assert ratios["fixed-alpha"] > ratios["rslora"] > ratios["alpha-2r"], ratios
-    assert ratios["fixed-alpha"] >= 0.5 and ratios["alpha-2r"] <= 0.25, ratios
-    # taking rank 16's learning rate to rank 64 costs least with α/r
-    penalty = {rule: s.loss_at(64, s.best_learning_rate(16)) / s.best_loss(64) for rule, s in sweeps.items()}
+    assert ratios["fixed-alpha"] >= 0.5 and ratios["alpha-2r"] <= 0.4, ratios
+    # taking rank 8's learning rate to rank 32 costs least with α/r
+    penalty = {rule: s.loss_at(32, s.best_learning_rate(8)) / s.best_loss(32) for rule, s in sweeps.items()}
     assert penalty["fixed-alpha"] < penalty["rslora"] < penalty["alpha-2r"], penalty
-    # every run learned: far below the frozen base's loss, and more rank helps at the best learning rate
+    # every run learned: below the frozen base's loss, and more rank helps at the best learning rate
     for s in sweeps.values():
-        assert s.best_loss(4) > s.best_loss(16) > s.best_loss(64) and s.best_loss(4) < 0.5 * s.base_loss
+        assert s.base_loss > s.best_loss(2) > s.best_loss(8) > s.best_loss(32)
 
 
 def test_bad_arguments_name_the_field():
