@@ -124,12 +124,19 @@ def _table_of_contents(tokens: list[Token]) -> tuple[TocEntry, ...]:
     return tuple(entries)
 
 
+def section_titles(meta: ChapterMeta, md: MarkdownIt) -> dict[str, str]:
+    """A chapter's section anchors and their titles, from a parse alone (directives are evaluated only when rendering)."""
+    _, body = split_front_matter(meta.path.read_text(encoding="utf-8"), meta.path)
+    return {entry.anchor: entry.title for entry in _table_of_contents(md.parse(body, {"source": meta.path.name}))}
+
+
 def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta],
-                   bibliography: dict[str, Reference] | None = None) -> Chapter:
-    """Render one chapter; directives may refer to any chapter by label and any work by citation key."""
+                   bibliography: dict[str, Reference] | None = None,
+                   sections: dict[str, dict[str, str]] | None = None) -> Chapter:
+    """Render one chapter; directives may refer to any chapter (or section) by label and any work by citation key."""
     _, body = split_front_matter(meta.path.read_text(encoding="utf-8"), meta.path)
     env: dict = {"chapters": {m.label: m for m in all_meta}, "source": meta.path.name,
-                 "bibliography": bibliography or {}}
+                 "bibliography": bibliography or {}, "sections": sections}
     tokens = md.parse(body, env)
     html = md.renderer.render(tokens, md.options, env)
     return Chapter(
@@ -154,4 +161,5 @@ def load_library(content_dir: Path, jinja: Environment) -> Library:
         raise ValueError(f"duplicate chapter labels: {sorted(duplicates)}")
     bibliography = load_bibliography(content_dir)
     md = make_markdown(jinja)
-    return Library([render_chapter(meta, md, all_meta, bibliography) for meta in all_meta], bibliography)
+    sections = {meta.label: section_titles(meta, md) for meta in all_meta}
+    return Library([render_chapter(meta, md, all_meta, bibliography, sections) for meta in all_meta], bibliography)

@@ -74,3 +74,13 @@ def test_every_section_reference_lands_on_a_heading(client, app):
             if section not in ids[label]:
                 broken.append((chapter.meta.label, link["href"]))
     assert not broken, broken
+
+
+def test_a_reference_to_a_missing_section_fails_the_build(tmp_path: Path):
+    (tmp_path / "01-test.md").write_text(FRONT + "## Real section\n\nSee {ref}`test#real-section` and "
+                                         "{ref}`test#no-such-section`.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="has no section 'no-such-section'"):
+        load_library(tmp_path, make_templates(Settings()).env)
+    (tmp_path / "01-test.md").write_text(FRONT + "## Real section\n\nSee {ref}`test#real-section`.\n", encoding="utf-8")
+    html = load_library(tmp_path, make_templates(Settings()).env).chapters[0].html
+    assert "Test chapter § Real section" in html
