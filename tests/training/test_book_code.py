@@ -89,45 +89,29 @@ def _namespace(chapter: str) -> dict:
     return namespace
 
 
-def test_the_books_lora_layer_equals_training_layers():
-    from training.layers import LoRALinear as Reference
-
-    BookLoRA = _namespace("02-lora.md")["LoRALinear"]
-    torch.manual_seed(1)
+def _twins(book_class, reference_class, seed: int):
+    """The book's layer and training/layers.py's on the same base, A, B (and magnitude), B moved off zero."""
+    torch.manual_seed(seed)
     base = torch.nn.Linear(40, 24)
-    book = BookLoRA(base, r=6, lora_alpha=12)
-    ours = Reference(torch.nn.Linear(40, 24), r=6, lora_alpha=12)
+    book = book_class(base, r=6, lora_alpha=12)
+    ours = reference_class(torch.nn.Linear(40, 24), r=6, lora_alpha=12)
     with torch.no_grad():
-        ours.base_layer.weight.copy_(base.weight)
-        ours.base_layer.bias.copy_(base.bias)
         book.lora_B.weight.normal_(std=0.2)
-        ours.lora_A.weight.copy_(book.lora_A.weight)
-        ours.lora_B.weight.copy_(book.lora_B.weight)
+        if hasattr(book, "lora_magnitude_vector"):
+            book.lora_magnitude_vector.mul_(1.1)
+        for name, value in book.state_dict().items():
+            ours.state_dict()[name].copy_(value)
+    return book, ours
+
+
+@pytest.mark.parametrize(("chapter", "name"), [("02-lora.md", "LoRALinear"), ("06-lora-family.md", "DoRALinear")])
+def test_the_books_layers_equal_training_layers(chapter, name):
+    """Same weights in: same outputs, and the same merged weight, as the layers the lab trains."""
+    import training.layers
+
+    book, ours = _twins(_namespace(chapter)[name], getattr(training.layers, name), seed=len(name))
     x = torch.randn(3, 5, 40)
     assert book.scaling == ours.scaling == 2.0
-    assert torch.allclose(book(x), ours(x), atol=1e-6)
-    ours.merge()
-    assert torch.allclose(book.merged().weight, ours.base_layer.weight, atol=1e-6)
-
-
-def test_the_books_dora_layer_equals_training_layers():
-    from training.layers import DoRALinear as Reference
-
-    BookDoRA = _namespace("06-lora-family.md")["DoRALinear"]
-    torch.manual_seed(2)
-    base = torch.nn.Linear(40, 24)
-    book = BookDoRA(base, r=6, lora_alpha=12)
-    ours = Reference(torch.nn.Linear(40, 24), r=6, lora_alpha=12)
-    with torch.no_grad():
-        ours.base_layer.weight.copy_(base.weight)
-        ours.base_layer.bias.copy_(base.bias)
-        book.lora_B.weight.normal_(std=0.2)
-        book.lora_magnitude_vector.mul_(1.1)
-        ours.lora_A.weight.copy_(book.lora_A.weight)
-        ours.lora_B.weight.copy_(book.lora_B.weight)
-        ours.lora_magnitude_vector.copy_(book.lora_magnitude_vector)
-    x = torch.randn(3, 5, 40)
     assert torch.allclose(book(x), ours(x), atol=1e-5)
     ours.merge()
     assert torch.allclose(book.merged().weight, ours.base_layer.weight, atol=1e-5)
-
