@@ -172,8 +172,8 @@ class LearningRateSweep:
 
 
 @lru_cache(maxsize=16)
-def learning_rate_sweep(rule: str, ranks: tuple[int, ...] = (2, 8, 32), steps: int = 150, batch: int = 32,
-                        lr_exponents: tuple[float, ...] = tuple(k / 2 for k in range(-24, -11)),
+def learning_rate_sweep(rule: str, ranks: tuple[int, ...] = (2, 8, 32), steps: int = 100, batch: int = 32,
+                        lr_exponents: tuple[float, ...] = tuple(k / 2 for k in range(-22, -11)),
                         d: int = 48, seed: int = 0) -> LearningRateSweep:
     """Train at every rank and every learning rate 2**e (e in lr_exponents) with Adam; seeds fixed."""
     task = _cached_task(d, 1024, 0.85, 0.3, seed)

@@ -73,13 +73,14 @@ def test_all_conventions_agree_at_the_reference_rank():
     assert rank_sweep.scale_for("rslora", 64) == pytest.approx(2 * np.sqrt(8) / 8)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_with_adam_the_learning_rate_transfers_best_under_alpha_over_r(seed):
     """The chapter's finding holds for three different tasks and initialisations, not just the one it prints."""
     sweeps = {rule: rank_sweep.learning_rate_sweep(rule, seed=seed) for rule in rank_sweep.RULES}
-    ratios = {rule: s.best_lr_ratio() for rule, s in sweeps.items()}
-    assert ratios["fixed-alpha"] > ratios["rslora"] > ratios["alpha-2r"], ratios
-    assert ratios["fixed-alpha"] >= 0.5 and ratios["alpha-2r"] <= 0.4, ratios
+    ratios = {rule: round(2 * np.log2(s.best_lr_ratio())) for rule, s in sweeps.items()}  # in half-steps of the grid
+    # the grid is in half-powers of two, so neighbours can tie; the extremes never do
+    assert ratios["fixed-alpha"] >= ratios["rslora"] >= ratios["alpha-2r"], ratios
+    assert ratios["fixed-alpha"] >= -2 and ratios["alpha-2r"] <= -3 and ratios["fixed-alpha"] > ratios["alpha-2r"]
     # taking rank 8's learning rate to rank 32 costs least with α/r
     penalty = {rule: s.loss_at(32, s.best_learning_rate(8)) / s.best_loss(32) for rule, s in sweeps.items()}
     assert penalty["fixed-alpha"] < penalty["rslora"] < penalty["alpha-2r"], penalty
