@@ -21,6 +21,7 @@ from mdit_py_plugins.front_matter import front_matter_plugin
 from mdit_py_plugins.myst_role import myst_role_plugin
 
 from app import directives
+from app.bibliography import Reference, load_bibliography
 
 CHAPTER_FILE = re.compile(r"^(\d+)-[a-z0-9-]+\.md$")
 LABEL = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -55,6 +56,7 @@ class Chapter:
     has_lab: bool = False
     figures: tuple[str, ...] = ()  # figure names in order of appearance
     has_live_figures: bool = False
+    citations: tuple[str, ...] = ()  # bibliography keys cited, in order of first citation
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Library:
     """All chapters in reading order, addressable by label."""
 
     chapters: list[Chapter] = field(default_factory=list)
+    bibliography: dict[str, Reference] = field(default_factory=dict)
 
     def by_label(self, label: str) -> Chapter | None:
         return next((c for c in self.chapters if c.meta.label == label), None)
@@ -123,10 +126,19 @@ def _table_of_contents(tokens: list[Token]) -> tuple[TocEntry, ...]:
     return tuple(entries)
 
 
-def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta]) -> Chapter:
-    """Render one chapter; directives may refer to any chapter by label."""
+def section_titles(meta: ChapterMeta, md: MarkdownIt) -> dict[str, str]:
+    """A chapter's section anchors and their titles, from a parse alone (directives are evaluated only when rendering)."""
     _, body = split_front_matter(meta.path.read_text(encoding="utf-8"), meta.path)
-    env: dict = {"chapters": {m.label: m for m in all_meta}, "source": meta.path.name}
+    return {entry.anchor: entry.title for entry in _table_of_contents(md.parse(body, {"source": meta.path.name}))}
+
+
+def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta],
+                   bibliography: dict[str, Reference] | None = None,
+                   sections: dict[str, dict[str, str]] | None = None) -> Chapter:
+    """Render one chapter; directives may refer to any chapter (or section) by label and any work by citation key."""
+    _, body = split_front_matter(meta.path.read_text(encoding="utf-8"), meta.path)
+    env: dict = {"chapters": {m.label: m for m in all_meta}, "source": meta.path.name,
+                 "bibliography": bibliography or {}, "sections": sections}
     tokens = md.parse(body, env)
     html = md.renderer.render(tokens, md.options, env)
     return Chapter(
@@ -139,6 +151,7 @@ def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta
         has_lab=bool(env.get("lab")),
         figures=tuple(env.get("figures", ())),
         has_live_figures=bool(env.get("live_figures")),
+        citations=tuple(dict.fromkeys(env.get("citations", ()))),
     )
 
 
@@ -150,5 +163,7 @@ def load_library(content_dir: Path, jinja: Environment) -> Library:
     duplicates = {label for label in labels if labels.count(label) > 1}
     if duplicates:
         raise ValueError(f"duplicate chapter labels: {sorted(duplicates)}")
+    bibliography = load_bibliography(content_dir)
     md = make_markdown(jinja)
-    return Library([render_chapter(meta, md, all_meta) for meta in all_meta])
+    sections = {meta.label: section_titles(meta, md) for meta in all_meta}
+    return Library([render_chapter(meta, md, all_meta, bibliography, sections) for meta in all_meta], bibliography)

@@ -67,13 +67,41 @@ def render_live_number(text: str, where: str) -> Markup:
 
 
 def render_reference(text: str, env: dict, where: str) -> Markup:
-    """`{ref}` role: 'label' or 'label#section' -> a link titled with the chapter's title."""
+    """`{ref}` role: 'label' or 'label#section' -> a link titled with the chapter's title (and the section's).
+
+    When the library knows every chapter's sections (env["sections"]), a section that does not exist fails the
+    build, like an unknown label.
+    """
     label, _, section = text.strip().partition("#")
     chapter = env["chapters"].get(label)
     if chapter is None:
         raise ValueError(f"{where}: {{ref}}`{text}` names no chapter label")
     href = f"/chapters/{label}" + (f"#{section}" if section else "")
-    return Markup('<a class="xref" href="{}">{}</a>').format(href, chapter.title)
+    title = chapter.title
+    known = (env.get("sections") or {}).get(label)
+    if section and known is not None:
+        if section not in known:
+            raise ValueError(f"{where}: {{ref}}`{text}`: {label} has no section {section!r}; "
+                             f"sections: {', '.join(known)}")
+        title = f"{chapter.title} § {known[section]}"
+    return Markup('<a class="xref" href="{}">{}</a>').format(href, title)
+
+
+def render_citation(text: str, env: dict, where: str) -> Markup:
+    """`{cite}` role: 'key' or 'key1,key2' -> author-year links to the references page."""
+    keys = [key.strip() for key in text.split(",") if key.strip()]
+    if not keys:
+        raise ValueError(f"{where}: empty {{cite}}")
+    bibliography = env.get("bibliography", {})
+    links = []
+    for key in keys:
+        reference = bibliography.get(key)
+        if reference is None:
+            raise ValueError(f"{where}: {{cite}}`{text}`: {key!r} is not in content/references.yaml")
+        env.setdefault("citations", []).append(key)
+        links.append(Markup('<a class="cite" href="{}" title="{}">{}</a>').format(
+            reference.anchor, reference.title, reference.short))
+    return Markup("; ").join(links)
 
 
 def chapter_number(source: str) -> int | None:
@@ -206,6 +234,8 @@ class DirectiveRenderer:
             return render_live_number(token.content, where)
         if name == "ref":
             return render_reference(token.content, env, where)
+        if name == "cite":
+            return render_citation(token.content, env, where)
         raise ValueError(f"{where}: unknown role {{{name}}}`{token.content}`")
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""How numbers are shown to a reader: thousands separators, SI bytes, percentages.
+"""How numbers are shown to a reader: thousands separators, binary bytes (GiB, MiB), percentages.
 
 These are presentation only (Jinja filters and live-number rendering); every value they
 format was computed by `calculators`.
@@ -17,15 +17,21 @@ def format_int(value: float) -> str:
     return f"{int(round(value)):,}"
 
 
+BINARY_STEPS = (("TiB", 2**40), ("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10))
+DECIMAL_STEPS = (("TB", 10**12), ("GB", GB), ("MB", 10**6), ("kB", 10**3))
+
+
 def format_bytes(n_bytes: float, unit: str | None = None) -> str:
-    """Decimal units as vendors print them: 33.6 MB, 14.0 GB (GiB only when asked)."""
-    if unit == "gib":
-        return f"{n_bytes / GIB:,.1f} GiB"
-    steps = [("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)]
+    """Binary units, the book's one convention (chapter 1): 32.0 MiB, 12.6 GiB.
+
+    `unit` forces one unit: binary ("gib", "mib", "kib", "tib") or, where a vendor's decimal
+    figure is quoted as such, decimal ("gb", "mb", "kb", "tb").
+    """
     if unit is not None:
-        factor = dict((name.lower(), size) for name, size in steps)[unit]
-        return f"{n_bytes / factor:,.1f} {unit.upper() if unit != 'kb' else 'kB'}"
-    for name, size in steps:
+        factors = {name.lower(): (name, size) for name, size in BINARY_STEPS + DECIMAL_STEPS}
+        name, size = factors[unit]
+        return f"{n_bytes / size:,.1f} {name}"
+    for name, size in BINARY_STEPS:
         if abs(n_bytes) >= size:
             return f"{n_bytes / size:,.1f} {name}"
     return f"{int(n_bytes):,} B"
@@ -84,7 +90,7 @@ def format_value(value: float, unit: str, fmt: str | None = None) -> str:
         return format_percent(value, 1)
     if fmt == "auto-bytes":
         return format_bytes(value)
-    if fmt in ("gb", "mb", "kb", "tb", "gib"):
+    if fmt in ("gib", "mib", "kib", "tib", "gb", "mb", "kb", "tb"):
         return format_bytes(value, fmt)
     if fmt == "bits":
         return f"{value:.3f} bits"

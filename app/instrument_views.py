@@ -386,8 +386,10 @@ def scaling(q: ScalingQuery) -> dict[str, Any]:
             "loraplus": f"{loraplus.loraplus_lr_ratio:g}×",
         },
         "note": (
-            f"The update B·A·x sums r rank-one terms, so its size grows like √r. Multiplied by α/r the product "
-            f"shrinks like α/√r (dashed); multiplied by rsLoRA's α/√r it stays at α = {q.alpha:g} (solid, flat)."
+            f"Dashed: scale·√r, the size of B·A·x if B and A had independent random entries (r terms of random "
+            f"sign add up like √r), the forward half of rsLoRA's argument: α/r shrinks it, α/√r keeps it at "
+            f"α = {q.alpha:g}. How fast each trains depends on the optimizer: under Adam a fixed α keeps the first "
+            f"step the same at every rank (chapter 2, 'The scaling factor')."
         ),
         "figures": {
             "scale": figures.lines(

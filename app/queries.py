@@ -10,14 +10,20 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Method = Literal["full", "lora", "qlora", "dora", "ia3", "prefix", "prompt", "bitfit"]
+from calculators.architectures import TARGET_PRESETS
+
+# Every method calculators.params counts, plus "qlora": LoRA's adapters on a 4-bit base train exactly
+# LoRA's parameters (peft counts a Params4bit weight at its unpacked size), so it is counted as LoRA.
+Method = Literal["full", "lora", "qlora", "rslora", "dora", "adalora", "ia3", "prefix", "prompt", "bitfit"]
+# Preset names are the same in every family; "q,v" contains the comma that separates module names.
+PRESET_NAMES = frozenset(name for presets in TARGET_PRESETS.values() for name in presets)
 BaseDtype = Literal["fp32", "bf16", "fp16", "int8", "nf4"]
 Optimizer = Literal["adamw", "adamw8bit", "sgd", "paged_adamw", "paged_adamw8bit"]
 AttnImpl = Literal["eager", "sdpa", "flash"]
 
 
 def split_modules(value: object) -> list[str]:
-    """Accept target modules as repeated params, a comma list, or a preset name."""
+    """Accept target modules as repeated params, a comma list, or a preset name ("q,v" stays whole)."""
     if value is None:
         return []
     items = value if isinstance(value, list) else [value]
@@ -25,7 +31,10 @@ def split_modules(value: object) -> list[str]:
     for item in items:
         if not isinstance(item, str):
             raise ValueError("target_modules: expected module names")
-        names.extend(part.strip() for part in item.split(",") if part.strip())
+        if item.replace(" ", "") in PRESET_NAMES:
+            names.append(item.replace(" ", ""))
+        else:
+            names.extend(part.strip() for part in item.split(",") if part.strip())
     if len(names) > 64:
         raise ValueError("target_modules: at most 64 names")
     return names

@@ -35,6 +35,7 @@ def make_templates(settings: Settings) -> Jinja2Blocks:
     env.globals["nav_links"] = [
         NavLink("/instruments", "Instruments", "Live calculators: parameters, memory, NF4, rank, scaling."),
         NavLink("/lab", "Training lab", "Run a real LoRA or QLoRA fine-tune and watch it learn."),
+        NavLink("/references", "References", "Every paper the book relies on: authors, year, arXiv id."),
     ]
     return templates
 

@@ -7,7 +7,10 @@ annotations below. `targets` takes peft module names (comma-separated) or a pres
 
 from __future__ import annotations
 
-from calculators import architectures, lab_task, lowrank, memory, nf4, params, scaling
+import math
+
+from calculators import (architectures, lab_task, lowrank, memory, nf4, params, preference, rank_sweep, scaling,
+                         selective, serving, usual_figures)
 from calculators.gpus import get_gpu
 from calculators.quantities import quantity
 
@@ -397,3 +400,207 @@ def loraplus_ratio() -> float:
 def lab_examples(split: str) -> int:
     """Examples in one split of the lab's reviews task."""
     return lab_task.lab_examples(split)
+
+
+# --- α/r measured: the rank sweep (calculators.rank_sweep) ---------------------------------------
+
+
+@quantity("float")
+def alpha_first_step_exponent(optimizer: str, rule: str) -> float:
+    """k in (first-step loss decrease) ∝ r^k for a scale convention: 0 means rank-neutral."""
+    return rank_sweep.first_step_exponent(optimizer, rule)
+
+
+@quantity("float")
+def alpha_scale(rule: str, r: int) -> float:
+    """The factor s on B·A at rank r under a convention (all three give s = 2 at r = 8)."""
+    return rank_sweep.scale_for(rule, r)
+
+
+@quantity("float")
+def alpha_best_lr_ratio(rule: str) -> float:
+    """Best Adam learning rate at r = 32 over that at r = 2 (1 means the learning rate transfers across ranks)."""
+    return rank_sweep.learning_rate_sweep(rule).best_lr_ratio()
+
+
+@quantity("float")
+def alpha_best_lr_log2(rule: str, r: int) -> float:
+    """log₂ of the best Adam learning rate at rank r in the sweep."""
+    return math.log2(rank_sweep.learning_rate_sweep(rule).best_learning_rate(r))
+
+
+@quantity("float")
+def alpha_sweep_best_loss(rule: str, r: int) -> float:
+    """Held-out loss at rank r with its own best learning rate."""
+    return rank_sweep.learning_rate_sweep(rule).best_loss(r)
+
+
+@quantity("float")
+def alpha_sweep_transfer_loss(rule: str, r: int, tuned_at: int) -> float:
+    """Held-out loss at rank r when trained with the learning rate that was best at rank `tuned_at`."""
+    sweep = rank_sweep.learning_rate_sweep(rule)
+    return sweep.loss_at(r, sweep.best_learning_rate(tuned_at))
+
+
+@quantity("float")
+def alpha_sweep_base_loss() -> float:
+    """Held-out loss of the frozen base layer in the sweep's task (before any training)."""
+    return rank_sweep.learning_rate_sweep("fixed-alpha").base_loss
+
+
+# --- serving many adapters (calculators.serving) ---------------------------------------------------
+
+
+@quantity("bytes")
+def serving_shared_bytes(model: str, r: int, targets: str, count: int) -> int:
+    """One bf16 base plus `count` unmerged bf16 adapters."""
+    return serving.serving_memory(model, count, r, targets).shared_base_bytes
+
+
+@quantity("count")
+def serving_adapters_per_copy(model: str, r: int, targets: str) -> int:
+    """How many bf16 adapters fit in the memory of one more bf16 copy of the base."""
+    return serving.serving_memory(model, 1, r, targets).adapters_per_base_copy
+
+
+@quantity("percent")
+def serving_prefill_overhead(model: str, r: int, targets: str) -> float:
+    """Extra multiply-adds of an unmerged adapter per token, over all of the model's linear layers (%)."""
+    return 100.0 * serving.prefill_flop_overhead(model, r, targets)
+
+
+@quantity("percent")
+def serving_decode_overhead(model: str, r: int, targets: str, adapters: int) -> float:
+    """Extra bytes a memory-bound decode step reads for `adapters` distinct adapters in the batch (%)."""
+    return 100.0 * serving.decode_read_overhead(model, r, adapters, targets)
+
+
+@quantity("float")
+def adapter_swap_ms(model: str, r: int, targets: str) -> float:
+    """Milliseconds to move one bf16 adapter over PCIe 4.0 x16 at its nominal rate."""
+    return 1e3 * serving.transfer_seconds(serving.serving_memory(model, 1, r, targets).adapter_bytes)
+
+
+@quantity("float")
+def model_swap_ms(model: str) -> float:
+    """Milliseconds to move one bf16 copy of the model over PCIe 4.0 x16 at its nominal rate."""
+    return 1e3 * serving.transfer_seconds(weights_bytes(model, "bf16"))
+
+
+@quantity("float")
+def pcie4_x16_gb_per_s() -> float:
+    """PCIe 4.0 x16 in one direction, 10⁹ bytes per second (16 GT/s × 16 lanes × 128/130)."""
+    return serving.PCIE4_X16_BYTES_PER_S / 1e9
+
+
+# --- preference tuning and layer-selective training -----------------------------------------------
+
+
+def _preference(model: str, algorithm: str, method: str, r: int, targets: str, prompts: int, seq: int,
+                group: int) -> preference.PreferenceStep:
+    return preference.preference_step(model, algorithm, method, r=r, target_modules=targets, prompts=prompts,
+                                      seq_len=seq, group_size=group)
+
+
+@quantity("bytes")
+def preference_memory(model: str, algorithm: str, method: str, r: int = 16, targets: str = "all-linear",
+                      prompts: int = 1, seq: int = 1024, group: int = 8) -> int:
+    """Peak of one SFT/DPO/GRPO step: training or sampling phase, plus a reference copy for full fine-tuning."""
+    return _preference(model, algorithm, method, r, targets, prompts, seq, group).total_bytes
+
+
+@quantity("bytes")
+def preference_part(model: str, algorithm: str, method: str, part: str, r: int = 16, targets: str = "all-linear",
+                    prompts: int = 1, seq: int = 1024, group: int = 8) -> int:
+    """One part of a preference step: train, reference, generation or kv_cache bytes."""
+    step = _preference(model, algorithm, method, r, targets, prompts, seq, group)
+    parts = {"train": step.train_bytes, "reference": step.reference_weights_bytes,
+             "generation": step.generation_bytes, "kv_cache": step.kv_cache_bytes}
+    if part not in parts:
+        raise ValueError(f"part: must be one of {list(parts)}, got {part!r}")
+    return parts[part]
+
+
+@quantity("float")
+def preference_forward_passes(model: str, algorithm: str, method: str, r: int = 16, targets: str = "all-linear",
+                              prompts: int = 1, seq: int = 1024, group: int = 8) -> float:
+    """Matmul work of one step in forward passes of one sequence (policy, reference, sampling)."""
+    return _preference(model, algorithm, method, r, targets, prompts, seq, group).forward_passes
+
+
+@quantity("count")
+def selective_trainable(model: str, fraction: float) -> int:
+    """Spectrum-style: parameters of the top `fraction` of each linear module kind, trained in full."""
+    return selective.selective_training(model, fraction).trainable
+
+
+@quantity("percent")
+def selective_percent(model: str, fraction: float) -> float:
+    """Those parameters as a percentage of the model."""
+    return selective.selective_training(model, fraction).percent
+
+
+@quantity("bytes")
+def selective_state_bytes(model: str, fraction: float) -> int:
+    """bf16 weights plus gradients, fp32 master and Adam moments of the trained fraction (no activations)."""
+    return selective.selective_training(model, fraction).state_bytes
+
+
+# --- the usual tutorials' arithmetic (calculators.usual_figures) -------------------------------------
+
+
+@quantity("bytes")
+def nominal_bytes(params: float, bytes_per_param: float) -> float:
+    """A nominal parameter count times bytes per parameter: the shortcut behind many quoted figures."""
+    return usual_figures.nominal_bytes(params, bytes_per_param)
+
+
+@quantity("float")
+def normal_init_std(gain: float, fan: int) -> float:
+    """Standard deviation of randn · √(gain/fan)."""
+    return usual_figures.normal_init_std(gain, fan)
+
+
+@quantity("float")
+def kaiming_uniform_std(fan_in: int) -> float:
+    """Standard deviation of peft's lora_A initialisation, U(−1/√fan_in, 1/√fan_in)."""
+    return usual_figures.kaiming_uniform_std(fan_in)
+
+
+@quantity("float")
+def smallest_nf4_level(symmetric: bool) -> float:
+    """|level| nearest zero: the symmetric 16-quantile formula's, or real NF4's (exactly 0)."""
+    return usual_figures.smallest_level_magnitude(symmetric)
+
+
+@quantity("count")
+def peft_total_params(model: str, r: int, targets: str) -> int:
+    """What print_trainable_parameters() reports as 'all params': the base plus the adapter."""
+    return params.count_trainable(model, "lora", r=r, target_modules=targets).total
+
+
+@quantity("float")
+def optimizer_8bit_bytes_per_param(blocksize: int) -> float:
+    """8-bit Adam's state per parameter for a block size: two 1-byte codes plus two fp32 absmax per block."""
+    if blocksize < 1:
+        raise ValueError(f"blocksize: must be a positive integer, got {blocksize!r}")
+    return 2 * (1 + 4 / blocksize)
+
+
+@quantity("bytes")
+def kv_cache_per_token_bytes(model: str, tokens: int = 1) -> int:
+    """bf16 keys and values that `tokens` tokens of context occupy in every layer (one sequence)."""
+    return preference.kv_cache_bytes(model, 1, tokens)
+
+
+@quantity("percent")
+def gib_over_gb_percent() -> float:
+    """How much larger a GiB (2³⁰ bytes) is than a GB (10⁹ bytes), in percent."""
+    return 100.0 * (2**30 / 10**9 - 1)
+
+
+@quantity("count")
+def lora_breakeven_rank(model: str, module: str) -> int:
+    """The rank at which a module's adapter has as many parameters as the module: in·out / (in + out)."""
+    linear = _module(model, module)
+    return round(linear.in_features * linear.out_features / (linear.in_features + linear.out_features))

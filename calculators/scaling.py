@@ -52,7 +52,7 @@ class ScalingSeries:
     ranks: list[int]
     lora_scaling: list[float]  # α/r
     rslora_scaling: list[float]  # α/√r
-    lora_effective_scale: list[float]  # (α/r)·√r = α/√r: shrinks as r grows, so high ranks learn slowly
+    lora_effective_scale: list[float]  # (α/r)·√r = α/√r: the forward size of a random B·A·x, shrinks with r
     rslora_effective_scale: list[float]  # (α/√r)·√r = α: rank-stable
 
     def to_dict(self) -> dict:
@@ -60,8 +60,10 @@ class ScalingSeries:
 
 
 def scaling_series(lora_alpha: float = 16.0, ranks: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128, 256)) -> ScalingSeries:
-    """s and s·√r for each rank: B·A·x sums r rank-one terms that add incoherently, so ‖B·A·x‖ grows like √r
-    (Kalajdzievski 2023, §3); only s = α/√r keeps s·‖B·A·x‖ independent of r.
+    """s and s·√r for each rank: with independent random entries, B·A·x sums r rank-one terms that add
+    incoherently, so ‖B·A·x‖ grows like √r (the forward condition of Kalajdzievski 2023, §3); only s = α/√r keeps
+    s·‖B·A·x‖ independent of r. Training speed is another matter: under Adam the first step goes with s·r
+    (calculators.rank_sweep).
     """
     alpha = _check_alpha(lora_alpha)
     rank_list = [_check_rank(r, "ranks") for r in ranks]

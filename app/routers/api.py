@@ -158,11 +158,11 @@ def get_architecture(slug: str) -> ArchitectureOut:
 def trainable_params(query: Annotated[ParamsQuery, Query()]) -> ParamsOut:
     with calculator_input():
         counted = params.count_trainable(
-            query.model, query.method, r=query.rank, target_modules=query.target_modules,
+            query.model, "lora" if query.method == "qlora" else query.method, r=query.rank, target_modules=query.target_modules,
             num_virtual_tokens=query.num_virtual_tokens, dtype=query.dtype,
         )
     return ParamsOut(
-        model=query.model, method=counted.method, trainable=counted.trainable, total=counted.total,
+        model=query.model, method=query.method, trainable=counted.trainable, total=counted.total,
         base_total=counted.base_total, percent=counted.percent, adapter_bytes=counted.adapter_bytes, dtype=query.dtype,
         per_module=list(counted.per_module),
     )

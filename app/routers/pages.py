@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from app.bibliography import sorted_for_listing
 from app.content import Library
 from app.rendering import page
 
@@ -36,6 +37,13 @@ def chapter(request: Request, label: str):
         following=following,
         needs_katex=True,
     )
+
+
+@router.get("/references", response_class=HTMLResponse, summary="The bibliography: every work the book cites")
+def references(request: Request):
+    book = library(request)
+    cited_in = {key: [c for c in book.chapters if key in c.citations] for key in book.bibliography}
+    return page(request, "references.html", references=sorted_for_listing(book.bibliography), cited_in=cited_in)
 
 
 @router.get("/healthz", summary="Liveness check for containers and load balancers")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from calculators import architectures, memory, nf4
+from calculators import architectures, memory, nf4, params
 
 BNB_NF4 = [-1.0, -0.6961928, -0.52507305, -0.39491749, -0.28444138, -0.18477343, -0.09105004, 0.0,
            0.0795803, 0.1609302, 0.2461123, 0.33791524, 0.44070983, 0.562617, 0.72295684, 1.0]
@@ -139,3 +139,25 @@ def test_api_docs_are_served_from_our_own_copy_of_swagger_ui(client):
     for asset in ("/static/vendor/swagger-ui/swagger-ui-bundle.js", "/static/vendor/swagger-ui/swagger-ui.css"):
         assert asset in page.text
         assert client.get(asset).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("query", "method", "expected"),
+    [
+        # QLoRA trains LoRA's adapters on a 4-bit base: the same count, reported as qlora.
+        ({"method": "qlora", "rank": 16, "target_modules": "all-linear"}, "qlora",
+         params.count_trainable("llama-2-7b", "lora", r=16, target_modules="all-linear").trainable),
+        ({"method": "adalora", "rank": 12, "target_modules": "attention"}, "adalora",
+         params.count_trainable("llama-2-7b", "adalora", r=12, target_modules="attention").trainable),
+        ({"method": "rslora", "rank": 32, "target_modules": "q,v"}, "rslora", 16_777_216),
+        # The documented preset "q,v" is one name, not two modules "q" and "v".
+        ({"target_modules": "q,v"}, "lora", 4_194_304),
+        ({"target_modules": "q, v"}, "lora", 4_194_304),
+        ({"target_modules": ["q,v"]}, "lora", 4_194_304),
+    ],
+)
+def test_params_accepts_every_documented_method_and_preset(client, query, method, expected):
+    response = client.get("/api/v1/params", params={"model": "llama-2-7b", **query})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["method"], body["trainable"]) == (method, expected)
