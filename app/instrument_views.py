@@ -135,8 +135,6 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
         notes.append("An NF4 base with adapters is QLoRA: choose the QLoRA method to train on a 4-bit base.")
         base_dtype = "bf16"
     memory_method = "rslora" if q.method == "lora" and q.rslora else q.method
-    if not adapter_method:
-        notes.append(f"{METHOD_LABELS[q.method]}: rank, alpha and target modules do not apply.")
     with calculator_input():
         counted = params.count_trainable(arch, {"qlora": "lora"}.get(memory_method, memory_method), r=q.rank,
                                          target_modules=targets or "q,v", num_virtual_tokens=q.num_virtual_tokens)
@@ -171,14 +169,23 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
     ]
     bars_labels = [m.path or m.name for m in counted.per_module]
     bars_values = [m.n_params for m in counted.per_module]
-    if q.method == "full":
-        notes.append("Full fine-tuning trains every parameter; there is no per-module adapter.")
+    trained_note = {
+        "full": f"Full fine-tuning trains every parameter: {format_int(counted.trainable)}, no adapter.",
+        "prefix": f"Prefix tuning trains {q.num_virtual_tokens} virtual key and value vectors in each of the "
+                  f"{arch.num_hidden_layers} layers: {format_int(counted.trainable)} parameters.",
+        "prompt": f"Prompt tuning trains {q.num_virtual_tokens} virtual token embeddings of width {arch.hidden_size:,}: "
+                  f"{format_int(counted.trainable)} parameters.",
+    }.get(q.method)
 
     stacks_for = [("This configuration", estimate)] + ([] if q.method == "full" else [("Full fine-tuning", full)])
     gpu_lines = [(by_slug[s].memory_bytes / GIB, f"{by_slug[s].memory_bytes / GIB:.0f} GB") for s in VERDICT_GPUS]
     percent = counted.percent
     return {
         "model_options": model_options(),
+        "base_dtype": base_dtype,
+        "trained_note": trained_note,
+        "announce": f"{METHOD_LABELS[q.method]} on {arch.display_name}: {format_int(counted.trainable)} trainable parameters, "
+                    f"peak {format_gpu_bytes(estimate.total_with_context_bytes)}.",
         "module_names": _module_choices(arch),
         "selected_modules": list(targets),
         "presets": [(PRESET_LABELS.get(k, k), list(v)) for k, v in presets(arch).items()],
@@ -206,7 +213,7 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
             "modules": figures.bars(
                 "Trainable parameters per module kind", bars_labels, bars_values, "parameters",
                 text=[format_int(v) for v in bars_values], show_text=False,
-            ),
+            ) if bars_values else None,
         },
     }
 

@@ -50,6 +50,7 @@ class MethodPlan:
     method: str  # full | lora | qlora
     gradient_checkpointing: bool
     trainable_params: int  # peft's count (full: every parameter)
+    trainable_percent: float  # 100 · trainable / total, as peft's print_trainable_parameters
     adapter_bytes: int  # the saved adapter (0 for full fine-tuning, which saves the whole model)
     ladder: tuple[FitPoint, ...]  # the largest batch at each of SEQ_LENS the model accepts
     at_seq: FitPoint  # at the reader's sequence length
@@ -184,6 +185,7 @@ def plan_training(
             )
             plans.append(MethodPlan(
                 method=method, gradient_checkpointing=checkpointing, trainable_params=counted.trainable,
+                trainable_percent=counted.percent,
                 adapter_bytes=0 if method == "full" else counted.adapter_bytes, ladder=tuple(ladder),
                 at_seq=at_seq, max_seq_len=max_seq, estimate=estimate,
             ))
