@@ -16,7 +16,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, reload=args.reload)
+    # The GPU planner's form carries a pasted config.json (at most 8,000 characters) in its URL:
+    # allow request heads up to 64 KiB instead of h11's 16 KiB.
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, reload=args.reload,
+                h11_max_incomplete_event_size=64 * 1024)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from app.content import Library, load_library
 from app.errors import describe
 from app.rendering import is_htmx, make_templates, page
 from app.jobs import JobManager
-from app.routers import api, instruments, lab, pages
+from app.routers import api, instruments, lab, pages, plan_api
 from app.settings import Settings, get_settings
 from app.security import SecurityHeaders
 from app.static_files import BookStaticFiles, CompressResponses
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(instruments.router)
     app.include_router(lab.router)
     app.include_router(api.router)
+    app.include_router(plan_api.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
