@@ -39,6 +39,9 @@ RUN if [ "$TORCH" = "cpu" ]; then export TORCH_INDEX_URL=https://download.pytorc
     && scripts/setup python \
     && rm -rf /root/.cache/pip
 COPY --from=assets --chown=loralab:loralab /src/static/vendor /app/static/vendor
+# Typeset the chapters' maths once, with the assets stage's Node (not kept in the image).
+RUN --mount=type=bind,from=assets,source=/usr/local/bin/node,target=/usr/local/bin/node \
+    LORALAB_NODE=/usr/local/bin/node loralab render-maths
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

@@ -21,6 +21,7 @@ from mdit_py_plugins.front_matter import front_matter_plugin
 from mdit_py_plugins.myst_role import myst_role_plugin
 
 from app import directives
+from app.maths import MathTypesetter
 
 CHAPTER_FILE = re.compile(r"^(\d+)-[a-z0-9-]+\.md$")
 LABEL = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -53,6 +54,7 @@ class Chapter:
     cells: tuple[str, ...]
     n_words: int
     has_lab: bool = False
+    client_maths: bool = False  # some formula was not typeset on the server: the page loads KaTeX
 
 
 @dataclass
@@ -121,15 +123,18 @@ def _table_of_contents(tokens: list[Token]) -> tuple[TocEntry, ...]:
     return tuple(entries)
 
 
-def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta]) -> Chapter:
-    """Render one chapter; directives may refer to any chapter by label."""
+def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta],
+                   typesetter: MathTypesetter | None = None) -> Chapter:
+    """Render one chapter; directives may refer to any chapter by label; maths typeset on the server."""
     _, body = split_front_matter(meta.path.read_text(encoding="utf-8"), meta.path)
     env: dict = {"chapters": {m.label: m for m in all_meta}, "source": meta.path.name}
     tokens = md.parse(body, env)
     html = md.renderer.render(tokens, md.options, env)
+    typeset = typesetter.typeset(html) if typesetter else None
     return Chapter(
         meta=meta,
-        html=html,
+        html=typeset.html if typeset else html,
+        client_maths=typeset.untypeset > 0 if typeset else "class=\"math\"" in html,
         toc=_table_of_contents(tokens),
         instruments=tuple(env.get("instruments", ())),
         cells=tuple(env.get("cells", ())),
@@ -138,7 +143,7 @@ def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta
     )
 
 
-def load_library(content_dir: Path, jinja: Environment) -> Library:
+def load_library(content_dir: Path, jinja: Environment, typesetter: MathTypesetter | None = None) -> Library:
     """Read and render every chapter in content/, ordered by file name."""
     paths = sorted(p for p in content_dir.glob("*.md") if CHAPTER_FILE.match(p.name))
     all_meta = [read_meta(p) for p in paths]
@@ -147,4 +152,4 @@ def load_library(content_dir: Path, jinja: Environment) -> Library:
     if duplicates:
         raise ValueError(f"duplicate chapter labels: {sorted(duplicates)}")
     md = make_markdown(jinja)
-    return Library([render_chapter(meta, md, all_meta) for meta in all_meta])
+    return Library([render_chapter(meta, md, all_meta, typesetter) for meta in all_meta])
