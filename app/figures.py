@@ -38,11 +38,13 @@ def stacked_bar(title: str, categories: Sequence[str], stacks: Sequence[tuple[st
         if any(values)
     ]
     lines = [vline(x, label) for x, label in vlines]
+    for i, (_, note) in enumerate(lines):  # neighbouring labels (24 and 48 GB) alternate heights instead of overlapping
+        note["yshift"] = 13 * (i % 2)
     # The unit goes in the title: an axis title under horizontal bars collides with the legend.
     layout = _layout({}, {"autorange": "reversed"}, barmode="stack",
                      title={"text": f"{title} ({axis_title})", "font": {"size": 14}}, height=300 + 40 * len(categories),
                      shapes=[s for s, _ in lines], annotations=[a for _, a in lines])
-    layout["margin"] = {**layout["margin"], "t": 60}
+    layout["margin"] = {**layout["margin"], "t": 72}
     layout["legend"] = {**layout["legend"], "y": -0.15, "font": {"size": 11}, "traceorder": "normal"}
     return {"data": data, "layout": layout}
 

@@ -107,6 +107,8 @@ def gpu_planner(q: GpuPlannerQuery) -> dict[str, Any]:
         plan = planner.plan_training(arch, budget_bytes, seq_len=seq_len, r=q.rank, target_modules=q.target_modules)
     cards = [_plan_card(p, budget_bytes, seq_len) for p in plan.plans]
     fitting = [c for c in cards if c["fits"]]
+    methods = [{"method": m, "title": PLAN_LABELS[m], "variants": [c for c in cards if c["method"] == m]}
+               for m in dict.fromkeys(c["method"] for c in cards)]
     ladder_lens = [point.seq_len for point in plan.plans[0].ladder]
     series = []
     for p in plan.plans:
@@ -117,6 +119,8 @@ def gpu_planner(q: GpuPlannerQuery) -> dict[str, Any]:
             "color": PLAN_COLOURS[p.method], "dash": "solid" if p.gradient_checkpointing else "dash",
             "text": [f"{label}<br>{pt.max_batch_size:,} × {pt.seq_len:,} tokens" for pt in p.ladder],
         })
+    largest = max([pt.max_batch_size for p in plan.plans for pt in p.ladder] + [1])
+    batch_ticks = [2**k for k in range(largest.bit_length() + 1) if 2**k <= 2 * largest][::max(1, largest.bit_length() // 6)]
     best = max(plan.plans, key=lambda p: (p.at_seq.max_batch_size, p.method != "full"))
     return {
         "gpu_options": gpu_options(),
@@ -140,7 +144,7 @@ def gpu_planner(q: GpuPlannerQuery) -> dict[str, Any]:
             ("Attention heads", f"{arch.num_attention_heads} ({arch.num_key_value_heads} key/value)"),
             ("Vocabulary", format_int(arch.vocab_size)), ("Context", f"{arch.max_position_embeddings:,} tokens"),
         ],
-        "cards": cards,
+        "methods": methods,
         "ladder": {
             "lens": ladder_lens,
             "rows": [{"label": f"{PLAN_LABELS[p.method]}{' + ckpt' if p.gradient_checkpointing else ''}",
@@ -155,7 +159,8 @@ def gpu_planner(q: GpuPlannerQuery) -> dict[str, Any]:
                 f"Largest micro-batch on {gpu_name}", series,
                 {"title": {"text": "sequence length (tokens)"}, "type": "log", "tickvals": ladder_lens,
                  "ticktext": [f"{s // 1024}k" if s >= 1024 else str(s) for s in ladder_lens]},
-                {"title": {"text": "largest micro-batch"}, "type": "log", "rangemode": "tozero"},
+                {"title": {"text": "largest micro-batch"}, "type": "log", "tickvals": batch_ticks,
+                 "ticktext": [f"{b:,}" for b in batch_ticks]},
                 height=360,
             ),
         },

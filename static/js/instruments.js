@@ -26,6 +26,17 @@
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
   }
 
+  // A plot title longer than the plot's width breaks onto lines instead of being cut off.
+  function wrapWords(text, perLine) {
+    if (text.length <= perLine || text.indexOf("<br>") >= 0) return text;
+    var lines = [""];
+    text.split(" ").forEach(function (word) {
+      var last = lines[lines.length - 1];
+      if (last && (last + " " + word).length > perLine) lines.push(word); else lines[lines.length - 1] = last ? last + " " + word : word;
+    });
+    return lines.join("<br>");
+  }
+
   // Theme colours go on top of the figure's own layout, so figures follow light/dark; on a
   // narrow plot the margins and fonts shrink so the drawing keeps most of the width.
   function themed(layout, width) {
@@ -37,6 +48,12 @@
       hoverlabel: { font: { family: "system-ui, sans-serif" } },
     });
     if (narrow && out.margin) out.margin = Object.assign({}, out.margin, { l: Math.min(out.margin.l || 40, 44), r: 8 });
+    if (width && out.title && out.title.text) {
+      var wrapped = wrapWords(out.title.text, Math.floor((width - 24) / 7.5));
+      var extra = (wrapped.match(/<br>/g) || []).length * 17;
+      out.title = Object.assign({}, out.title, { text: wrapped });
+      if (extra) out.margin = Object.assign({}, out.margin || {}, { t: ((out.margin || {}).t || 36) + extra });
+    }
     Object.keys(out).forEach(function (key) {
       if (/^[xy]axis\d*$/.test(key)) {
         out[key] = Object.assign({}, out[key], { gridcolor: grid, zerolinecolor: grid, linecolor: grid, tickfont: { color: muted } });
@@ -57,6 +74,8 @@
     loadPlotly().then(function (Plotly) {
       Plotly.react(el, figure.data, themed(figure.layout || {}, el.clientWidth), {
         responsive: true, displaylogo: false,
+        // on a phone the mode bar would sit on the title; pinch and double-tap still zoom
+        displayModeBar: el.clientWidth >= 600 ? "hover" : false,
         modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"],
       });
       // The mode bar appears on hover only: its buttons would be invisible tab stops. Mouse

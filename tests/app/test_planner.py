@@ -22,7 +22,7 @@ def _soup(response) -> BeautifulSoup:
 
 
 def _cards(soup: BeautifulSoup) -> dict[str, str]:
-    return {li["data-plan"]: li.select_one("[data-value=verdict]").get_text(strip=True) for li in soup.select(".plan-card")}
+    return {el["data-plan"]: el.select_one("[data-value=verdict]").get_text(strip=True) for el in soup.select(".plan-variant")}
 
 
 def _expected_cards(model: str, budget: int, seq_len: int = 2048) -> dict[str, str]:
