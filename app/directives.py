@@ -179,7 +179,8 @@ class DirectiveRenderer:
 
     @staticmethod
     def math_block(tokens: list[Token], idx: int, options: Any, env: dict) -> str:
-        return f'<div class="math" data-display="block">{escape(tokens[idx].content.strip())}</div>\n'
+        # focusable: a formula wider than a phone scrolls sideways, and keys must reach it too
+        return f'<div class="math" data-display="block" tabindex="0">{escape(tokens[idx].content.strip())}</div>\n'
 
 
 def install(md: MarkdownIt, jinja: Environment) -> None:

@@ -334,10 +334,10 @@ def nf4_viewer(q: Nf4ViewerQuery) -> dict[str, Any]:
             "quantized": format_count_short(single.quantized_params),
             "dense": format_count_short(single.dense_params),
             "rows": [
-                {"label": "4-bit codes, and the rest in bf16", "bits": "4.000", "size": format_bytes(single.weights_bytes)},
-                {"label": f"+ fp32 absmax per {q.blocksize} values", "bits": f"{4 + nf4.bits_per_param(q.blocksize, False):.3f}",
+                {"label": "4-bit codes (+ bf16 rest)", "bits": "4.000", "size": format_bytes(single.weights_bytes)},
+                {"label": f"+ fp32 absmax per {q.blocksize}", "bits": f"{4 + nf4.bits_per_param(q.blocksize, False):.3f}",
                  "size": format_bytes(single.total_bytes)},
-                {"label": "+ double quantization instead (8-bit absmax, blocks of 256)",
+                {"label": "+ double quantization instead",
                  "bits": f"{4 + nf4.bits_per_param(q.blocksize, True):.3f}", "size": format_bytes(double.total_bytes)},
             ],
         },
@@ -411,7 +411,8 @@ def scaling(q: ScalingQuery) -> dict[str, Any]:
             "loraplus": f"{loraplus.loraplus_lr_ratio:g}×",
         },
         "note": (
-            f"Left: the factor s that multiplies B·A. Right: s·√r, how large the update s·B·A·x comes out. B·A·x sums "
+            f"The first plot is the factor s that multiplies B·A; the second, s·√r, is how large the update s·B·A·x comes "
+            f"out. B·A·x sums "
             f"r rank-one terms, so its size grows like √r: with LoRA's α/r the update shrinks like α/√r as the rank "
             f"grows; with rsLoRA's α/√r it stays at α = {q.alpha:g} (flat)."
         ),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 log = logging.getLogger("loralab.maths")
 
-MATH_ELEMENT = re.compile(r'<(span|div) class="math" data-display="(inline|block)">(.*?)</\1>', re.S)
+MATH_ELEMENT = re.compile(r'<(span|div) class="math" data-display="(inline|block)"((?: tabindex="0")?)>(.*?)</\1>', re.S)
 RENDER_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "katex-render.mjs"
 NODE_TIMEOUT_S = 120
 
@@ -100,17 +100,17 @@ class MathTypesetter:
 
     def typeset(self, page_html: str) -> Typeset:
         """Replace every math element's TeX by KaTeX's HTML where it can."""
-        found = [(html.unescape(m.group(3)), m.group(2) == "block") for m in MATH_ELEMENT.finditer(page_html)]
+        found = [(html.unescape(m.group(4)), m.group(2) == "block") for m in MATH_ELEMENT.finditer(page_html)]
         if not found:
             return Typeset(page_html, 0, 0)
         done = self.typeset_many(found)
 
         def replace(match: re.Match) -> str:
-            tag, mode, escaped = match.groups()
+            tag, mode, focusable, escaped = match.groups()
             markup = done.get((html.unescape(escaped), mode == "block"))
             if markup is None:
                 return match.group(0)
-            return f'<{tag} class="math" data-display="{mode}" data-rendered="server">{markup}</{tag}>'
+            return f'<{tag} class="math" data-display="{mode}"{focusable} data-rendered="server">{markup}</{tag}>'
 
         typeset_html = MATH_ELEMENT.sub(replace, page_html)
         return Typeset(typeset_html, len(found), sum(1 for item in found if item not in done))

@@ -53,6 +53,7 @@ export function create(parent, doc, options) {
       doc,
       extensions: [
         lineNumbers(), history(), drawSelection(), highlightActiveLine(), bracketMatching(), indentOnInput(),
+        EditorView.lineWrapping,  // a long line wraps on a phone instead of running out of the cell
         indentUnit.of("    "), EditorState.tabSize.of(4), python(), syntaxHighlighting(classHighlighter),
         keymap.of([{ key: "Shift-Enter", run }, { key: "Mod-Enter", run }, ...defaultKeymap, ...historyKeymap, indentWithTab]),
         EditorView.contentAttributes.of({ "aria-label": options.label || "Python code" }),

@@ -49,9 +49,10 @@
     });
     if (narrow && out.margin) out.margin = Object.assign({}, out.margin, { l: Math.min(out.margin.l || 40, 44), r: 8 });
     if (width && out.title && out.title.text) {
-      var wrapped = wrapWords(out.title.text, Math.floor((width - 24) / 7.5));
+      // from the figure's left edge (not the plot area's, which the axis labels push right)
+      var wrapped = wrapWords(out.title.text, Math.floor((width - 16) / 8));
       var extra = (wrapped.match(/<br>/g) || []).length * 17;
-      out.title = Object.assign({}, out.title, { text: wrapped });
+      out.title = Object.assign({}, out.title, { text: wrapped, xref: "container", x: 8 / width, xanchor: "left" });
       if (extra) out.margin = Object.assign({}, out.margin || {}, { t: ((out.margin || {}).t || 36) + extra });
     }
     Object.keys(out).forEach(function (key) {
