@@ -74,14 +74,11 @@
     el._loralabFigure = figure;
     loadPlotly().then(function (Plotly) {
       Plotly.react(el, figure.data, themed(figure.layout || {}, el.clientWidth), {
-        responsive: true, displaylogo: false,
-        // on a phone the mode bar would sit on the title; pinch and double-tap still zoom
-        displayModeBar: el.clientWidth >= 600 ? "hover" : false,
-        modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"],
+        // No mode bar: it shows on hover only, so its buttons were invisible tab stops inside a
+        // figure (and on a phone it sat on the title). Dragging still zooms, a double click
+        // resets, hovering reads values; the same numbers are in the tables.
+        responsive: true, displaylogo: false, displayModeBar: false,
       });
-      // The mode bar appears on hover only: its buttons would be invisible tab stops. Mouse
-      // readers keep them; keyboard readers have the same numbers in the tables.
-      el.querySelectorAll(".modebar a, .modebar button").forEach(function (b) { b.setAttribute("tabindex", "-1"); });
       el.classList.add("plot-ready");
     });
   }

@@ -75,10 +75,10 @@ def open_fully(page, url: str) -> None:
     """Load a page and scroll through it, so every figure near the viewport gets drawn."""
     page.goto(url)
     page.wait_for_load_state("load")
-    height = page.evaluate("document.documentElement.scrollHeight")
-    for y in range(0, height, 700):
-        page.evaluate(f"window.scrollTo(0, {y})")
-    page.evaluate("window.scrollTo(0, 0)")
+    # one step per frame: figures are drawn when an IntersectionObserver sees them, once per frame
+    page.evaluate("""async () => { const frame = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+        for (let y = 0; y < document.documentElement.scrollHeight; y += 600) { window.scrollTo(0, y); await frame(); }
+        window.scrollTo(0, 0); }""")
     page.wait_for_function("() => [...document.querySelectorAll('.plot')].every(p => p.classList.contains('plot-ready')"
                            " || !p.querySelector('script.figure-data'))", timeout=30_000)
     page.wait_for_timeout(150)
