@@ -13,6 +13,7 @@ from pydantic import Field
 
 from app import figures
 from app.errors import calculator_input
+from app.instrument_views import COMPONENT_LABELS, model_options
 from app.formatting import GIB, format_bytes, format_count_short, format_gpu_bytes, format_int
 from app.queries import StrictQuery
 
@@ -63,8 +64,6 @@ def _architecture(q: GpuPlannerQuery) -> Any:
 
 
 def _plan_card(p: Any, budget_bytes: int, seq_len: int) -> dict[str, Any]:
-    from app.instrument_views import COMPONENT_LABELS
-
     estimate = p.estimate
     batch = p.at_seq.max_batch_size
     over = estimate.total_with_context_bytes - budget_bytes
@@ -101,7 +100,7 @@ def gpu_planner(q: GpuPlannerQuery) -> dict[str, Any]:
     if seq_len > longest:
         notes.append(f"{arch.display_name} reads at most {longest:,} tokens: showing {longest:,}.")
         seq_len = longest
-    if q.config.strip() and q.model:
+    if q.config.strip():
         notes.append("Counting the pasted config.json; clear it to use the model list.")
     with calculator_input({"r": "rank", "budget_bytes": "memory_gib"}):
         plan = planner.plan_training(arch, budget_bytes, seq_len=seq_len, r=q.rank, target_modules=q.target_modules)
@@ -124,8 +123,8 @@ def gpu_planner(q: GpuPlannerQuery) -> dict[str, Any]:
     best = max(plan.plans, key=lambda p: (p.at_seq.max_batch_size, p.method != "full"))
     return {
         "gpu_options": gpu_options(),
-        "model_options": _model_options(),
-        "seq_choices": [s for s in SEQ_CHOICES],
+        "model_options": model_options(),
+        "seq_choices": list(SEQ_CHOICES),
         "custom_gpu": q.gpu == CUSTOM_GPU,
         "pasted": bool(q.config.strip()),
         "seq_len": seq_len,
@@ -166,8 +165,3 @@ def gpu_planner(q: GpuPlannerQuery) -> dict[str, Any]:
         },
     }
 
-
-def _model_options() -> list[tuple[str, str]]:
-    from app.instrument_views import model_options
-
-    return model_options()
