@@ -29,14 +29,18 @@ def wait_text(page, selector: str, expected: str, timeout: int = 15_000) -> None
         timeout=timeout)
 
 
+def open_instrument(page, live_server: str, name: str) -> None:
+    page.goto(f"{live_server}/instruments/{name}")
+    page.wait_for_load_state("load")
+
+
 def settled(page) -> None:
     page.wait_for_function("() => !document.querySelector('.instrument.is-loading')", timeout=15_000)
 
 
 def test_back_and_forward_restore_form_and_result(live_server, browser_page):
     page = browser_page
-    page.goto(f"{live_server}/instruments/configurator")
-    page.wait_for_load_state("load")
+    open_instrument(page, live_server, "configurator")
     headline = "[data-value=trainable]"
     assert page.locator(headline).inner_text() == trainable("llama-2-7b", 16)
 
@@ -86,8 +90,7 @@ def test_open_full_page_keeps_the_embeds_settings(live_server, browser_page):
 
 def test_rank_slider_steps_through_powers_of_two_and_the_box_takes_any_rank(live_server, browser_page):
     page = browser_page
-    page.goto(f"{live_server}/instruments/configurator")
-    page.wait_for_load_state("load")
+    open_instrument(page, live_server, "configurator")
     slider, box = page.locator("#configurator-rank-slider"), page.locator("#configurator-rank")
     assert slider.is_visible() and slider.get_attribute("aria-valuetext") == "16"
     slider.focus()
@@ -124,8 +127,7 @@ def test_plots_hold_no_tab_stops(live_server, browser_page):
 
 def test_screen_readers_hear_one_summary_once_the_reader_stops(live_server, browser_page):
     page = browser_page
-    page.goto(f"{live_server}/instruments/configurator")
-    page.wait_for_load_state("load")
+    open_instrument(page, live_server, "configurator")
     assert page.locator(".instrument-result[aria-live]").count() == 0  # redraws are not read out
     status = page.locator(".instrument-status[role=status]")
     page.evaluate("""() => { window.statusChanges = 0;
@@ -144,8 +146,7 @@ def test_screen_readers_hear_one_summary_once_the_reader_stops(live_server, brow
 
 def test_configurator_controls_follow_the_method(live_server, browser_page):
     page = browser_page
-    page.goto(f"{live_server}/instruments/configurator")
-    page.wait_for_load_state("load")
+    open_instrument(page, live_server, "configurator")
     tokens = page.locator("#configurator-num_virtual_tokens")
     assert not tokens.is_visible()
 
@@ -173,8 +174,7 @@ def test_configurator_controls_follow_the_method(live_server, browser_page):
 
 def test_gpu_planner_takes_a_typed_memory_and_a_pasted_config(live_server, browser_page):
     page = browser_page
-    page.goto(f"{live_server}/instruments/gpu-planner")
-    page.wait_for_load_state("load")
+    open_instrument(page, live_server, "gpu-planner")
     memory = page.locator("#gpu-planner-memory_gib")
     assert not memory.is_visible()
     page.select_option("#gpu-planner-gpu", "custom")
