@@ -33,6 +33,7 @@ def _expected_cards(model: str, budget: int, seq_len: int = 2048) -> dict[str, s
 
 def test_home_page_links_the_planner(client):
     soup = _soup(client.get("/", headers=HTML))
+    assert soup.select_one(".hero-actions a[href='/instruments/gpu-planner']") is not None
     assert soup.select_one("a.tool-card[href='/instruments/gpu-planner']") is not None
     assert soup.select_one(".site-nav a[href='/instruments/gpu-planner']") is not None
 
