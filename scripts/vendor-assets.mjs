@@ -14,7 +14,6 @@ const ASSETS = [
   ["htmx.org/dist/htmx.min.js", "htmx/htmx.min.js"],
   ["katex/dist/katex.min.js", "katex/katex.min.js"],
   ["katex/dist/katex.min.css", "katex/katex.min.css"],
-  ["katex/dist/contrib/auto-render.min.js", "katex/auto-render.min.js"],
   ["katex/dist/fonts", "katex/fonts"],
   ["plotly.js-basic-dist-min/plotly-basic.min.js", "plotly/plotly.min.js"],  // scatter and bar: all the book draws
   ["swagger-ui-dist/swagger-ui-bundle.js", "swagger-ui/swagger-ui-bundle.js"],
