@@ -223,3 +223,23 @@ def test_maths_do_not_shift_the_page(browser_context_factory, live_server, path)
     page.wait_for_timeout(1500)
     shift = page.evaluate("window.layoutShift")
     assert shift < 0.02, f"cumulative layout shift {shift:.3f}"
+
+
+CONTRAST = """el => { const parse = c => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = rgb => { const [r, g, b] = rgb.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+                       return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const s = getComputedStyle(el), a = lum(parse(s.color)), b = lum(parse(s.backgroundColor));
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05); }"""
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_the_skip_link_is_readable_when_focused(browser_context_factory, live_server, theme):
+    context = browser_context_factory(viewport={"width": 1280, "height": 800}, color_scheme=theme)
+    page = context.new_page()
+    page.goto(f"{live_server}/chapters/lora")
+    page.keyboard.press("Tab")
+    link = page.locator(".skip-link")
+    assert page.evaluate("document.activeElement.classList.contains('skip-link')")
+    box = link.bounding_box()
+    assert box and box["x"] >= 0  # on screen once focused
+    assert link.evaluate(CONTRAST) >= 4.5
