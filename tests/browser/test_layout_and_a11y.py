@@ -13,13 +13,14 @@ import json
 
 import pytest
 
+from app.content import CHAPTER_FILE, read_meta
 from app.instrument_registry import INSTRUMENTS
-from app.settings import PROJECT_ROOT
+from app.settings import PROJECT_ROOT, Settings
 
 pytestmark = pytest.mark.browser
 
 AXE_JS = PROJECT_ROOT / "node_modules" / "axe-core" / "axe.min.js"
-CHAPTERS = ("why-peft", "lora", "rank-and-targets", "memory", "qlora", "lora-family", "other-peft", "practice", "lab")
+CHAPTERS = [read_meta(path).label for path in sorted(Settings().content_dir.glob("*.md")) if CHAPTER_FILE.match(path.name)]
 PAGES = ["/", "/instruments", "/lab", "/docs", "/no-such-page"] + [f"/chapters/{c}" for c in CHAPTERS] + [
     f"/instruments/{name}" for name in INSTRUMENTS]
 WIDTHS = (390, 1280)
