@@ -89,6 +89,9 @@ ENV LORALAB_DATA_DIR=/data \
 COPY --from=model /opt/loralab/models /opt/loralab/models
 COPY --from=assets /src/static/vendor /app/static/vendor
 COPY . .
+# Typeset the chapters' maths once, with the assets stage's Node (not kept in the image).
+RUN --mount=type=bind,from=assets,source=/usr/local/bin/node,target=/usr/local/bin/node \
+    LORALAB_NODE=/usr/local/bin/node loralab render-maths
 USER 10001:10001
 VOLUME ["/data"]
 EXPOSE 8000

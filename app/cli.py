@@ -12,11 +12,29 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    commands.add_parser("render-maths", help="typeset every chapter's maths with KaTeX (Node) into the cache")
     args = parser.parse_args(argv)
+    if args.command == "render-maths":
+        render_maths()
+        return
 
     import uvicorn
 
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, reload=args.reload)
+    # The GPU planner's form carries a pasted config.json (at most 8,000 characters) in its URL:
+    # allow request heads up to 64 KiB instead of h11's 16 KiB.
+    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, reload=args.reload,
+                h11_max_incomplete_event_size=64 * 1024)
+
+
+def render_maths() -> None:
+    """Fill the maths cache at set-up, so the server needs no Node to serve typeset chapters."""
+    from app.main import create_app
+
+    library = create_app().state.library()
+    untypeset = [c.meta.label for c in library.chapters if c.client_maths]
+    if untypeset:
+        raise SystemExit(f"render-maths: formulas left for the browser in {', '.join(untypeset)} (is node installed?)")
+    print(f"render-maths: every formula of {len(library.chapters)} chapters is typeset and cached")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from mdit_py_plugins.myst_role import myst_role_plugin
 
 from app import directives
 from app.bibliography import Reference, load_bibliography
+from app.maths import MathTypesetter
 
 CHAPTER_FILE = re.compile(r"^(\d+)-[a-z0-9-]+\.md$")
 LABEL = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -57,6 +58,7 @@ class Chapter:
     figures: tuple[str, ...] = ()  # figure names in order of appearance
     has_live_figures: bool = False
     citations: tuple[str, ...] = ()  # bibliography keys cited, in order of first citation
+    client_maths: bool = False  # some formula was not typeset on the server: the page loads KaTeX
 
 
 @dataclass
@@ -134,16 +136,20 @@ def section_titles(meta: ChapterMeta, md: MarkdownIt) -> dict[str, str]:
 
 def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta],
                    bibliography: dict[str, Reference] | None = None,
-                   sections: dict[str, dict[str, str]] | None = None) -> Chapter:
-    """Render one chapter; directives may refer to any chapter (or section) by label and any work by citation key."""
+                   sections: dict[str, dict[str, str]] | None = None,
+                   typesetter: MathTypesetter | None = None) -> Chapter:
+    """Render one chapter; directives may refer to any chapter (or section) by label and any work by citation key;
+    maths typeset on the server."""
     _, body = split_front_matter(meta.path.read_text(encoding="utf-8"), meta.path)
     env: dict = {"chapters": {m.label: m for m in all_meta}, "source": meta.path.name,
                  "bibliography": bibliography or {}, "sections": sections}
     tokens = md.parse(body, env)
     html = md.renderer.render(tokens, md.options, env)
+    typeset = typesetter.typeset(html) if typesetter else None
     return Chapter(
         meta=meta,
-        html=html,
+        html=typeset.html if typeset else html,
+        client_maths=typeset.untypeset > 0 if typeset else "class=\"math\"" in html,
         toc=_table_of_contents(tokens),
         instruments=tuple(env.get("instruments", ())),
         cells=tuple(env.get("cells", ())),
@@ -155,7 +161,7 @@ def render_chapter(meta: ChapterMeta, md: MarkdownIt, all_meta: list[ChapterMeta
     )
 
 
-def load_library(content_dir: Path, jinja: Environment) -> Library:
+def load_library(content_dir: Path, jinja: Environment, typesetter: MathTypesetter | None = None) -> Library:
     """Read and render every chapter in content/, ordered by file name."""
     paths = sorted(p for p in content_dir.glob("*.md") if CHAPTER_FILE.match(p.name))
     all_meta = [read_meta(p) for p in paths]
@@ -166,4 +172,5 @@ def load_library(content_dir: Path, jinja: Environment) -> Library:
     bibliography = load_bibliography(content_dir)
     md = make_markdown(jinja)
     sections = {meta.label: section_titles(meta, md) for meta in all_meta}
-    return Library([render_chapter(meta, md, all_meta, bibliography, sections) for meta in all_meta], bibliography)
+    return Library([render_chapter(meta, md, all_meta, bibliography, sections, typesetter) for meta in all_meta],
+                   bibliography)

@@ -244,7 +244,8 @@ class DirectiveRenderer:
 
     @staticmethod
     def math_block(tokens: list[Token], idx: int, options: Any, env: dict) -> str:
-        return f'<div class="math" data-display="block">{escape(tokens[idx].content.strip())}</div>\n'
+        # focusable: a formula wider than a phone scrolls sideways, and keys must reach it too
+        return f'<div class="math" data-display="block" tabindex="0">{escape(tokens[idx].content.strip())}</div>\n'
 
 
 def install(md: MarkdownIt, jinja: Environment) -> None:
@@ -257,3 +258,7 @@ def install(md: MarkdownIt, jinja: Environment) -> None:
     md.renderer.rules["math_inline_double"] = renderer.math_block
     md.renderer.rules["math_block"] = renderer.math_block
     md.renderer.rules["math_block_label"] = renderer.math_block
+    # A table wider than a phone scrolls inside its own box (focusable, so keys scroll it too).
+    md.renderer.rules["table_open"] = lambda *_: ('<div class="table-scroll" role="region" tabindex="0" '
+                                                  'aria-label="Table; scrolls sideways on narrow screens">\n<table>\n')
+    md.renderer.rules["table_close"] = lambda *_: "</table>\n</div>\n"

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from pydantic import BaseModel
 
 from app import instrument_views as views
+from app import planner_views
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,15 @@ def _view_result(name: str, query_json: str) -> dict[str, Any]:
 INSTRUMENTS: dict[str, InstrumentSpec] = {
     spec.name: spec
     for spec in (
+        InstrumentSpec(
+            "gpu-planner",
+            "What can I train on my GPU?",
+            "Choose a GPU and a model, or paste its config.json: for full fine-tuning, LoRA and QLoRA, with and "
+            "without gradient checkpointing, the largest batch and sequence length that fit.",
+            planner_views.GpuPlannerQuery,
+            planner_views.gpu_planner,
+            (("memory", "Where the memory goes"),),
+        ),
         InstrumentSpec(
             "configurator",
             "LoRA configurator",

@@ -60,8 +60,10 @@ class SvdRankQuery(StrictQuery):
 
 class ScalingQuery(StrictQuery):
     alpha: float = Field(16.0, gt=0, le=1024)
-    rank: int = Field(16, ge=1, le=1024)
+    rank: int = Field(16, ge=1, le=4096)
     max_rank: int = Field(512, ge=8, le=4096)
+    lr: float = Field(2e-4, gt=0, le=1, description="LoRA+: the learning rate of A")
+    loraplus_lr_ratio: float = Field(16.0, ge=1, le=256, description="LoRA+: λ = learning rate of B / of A")
 
 
 METHOD_LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "ia3": "(IA)³",
@@ -135,8 +137,6 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
         notes.append("An NF4 base with adapters is QLoRA: choose the QLoRA method to train on a 4-bit base.")
         base_dtype = "bf16"
     memory_method = "rslora" if q.method == "lora" and q.rslora else q.method
-    if not adapter_method:
-        notes.append(f"{METHOD_LABELS[q.method]}: rank, alpha and target modules do not apply.")
     with calculator_input():
         counted = params.count_trainable(arch, {"qlora": "lora"}.get(memory_method, memory_method), r=q.rank,
                                          target_modules=targets or "q,v", num_virtual_tokens=q.num_virtual_tokens)
@@ -171,14 +171,23 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
     ]
     bars_labels = [m.path or m.name for m in counted.per_module]
     bars_values = [m.n_params for m in counted.per_module]
-    if q.method == "full":
-        notes.append("Full fine-tuning trains every parameter; there is no per-module adapter.")
+    trained_note = {
+        "full": f"Full fine-tuning trains every parameter: {format_int(counted.trainable)}, no adapter.",
+        "prefix": f"Prefix tuning trains {q.num_virtual_tokens} virtual key and value vectors in each of the "
+                  f"{arch.num_hidden_layers} layers: {format_int(counted.trainable)} parameters.",
+        "prompt": f"Prompt tuning trains {q.num_virtual_tokens} virtual token embeddings of width {arch.hidden_size:,}: "
+                  f"{format_int(counted.trainable)} parameters.",
+    }.get(q.method)
 
     stacks_for = [("This configuration", estimate)] + ([] if q.method == "full" else [("Full fine-tuning", full)])
     gpu_lines = [(by_slug[s].memory_bytes / GIB, f"{by_slug[s].memory_bytes / GIB:.0f} GB") for s in VERDICT_GPUS]
     percent = counted.percent
     return {
         "model_options": model_options(),
+        "base_dtype": base_dtype,
+        "trained_note": trained_note,
+        "announce": f"{METHOD_LABELS[q.method]} on {arch.display_name}: {format_int(counted.trainable)} trainable parameters, "
+                    f"peak {format_gpu_bytes(estimate.total_with_context_bytes)}.",
         "module_names": _module_choices(arch),
         "selected_modules": list(targets),
         "presets": [(PRESET_LABELS.get(k, k), list(v)) for k, v in presets(arch).items()],
@@ -206,7 +215,7 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
             "modules": figures.bars(
                 "Trainable parameters per module kind", bars_labels, bars_values, "parameters",
                 text=[format_int(v) for v in bars_values], show_text=False,
-            ),
+            ) if bars_values else None,
         },
     }
 
@@ -291,7 +300,7 @@ CODEBOOK_LABELS = {"nf4": "NF4 (normal quantiles)", "int4": "INT4 (uniform)", "f
 
 def nf4_viewer(q: Nf4ViewerQuery) -> dict[str, Any]:
     """NF4 levels on N(0,1); one sample quantized by three 4-bit code books; constant overhead."""
-    from calculators import nf4
+    from calculators import memory, nf4
     from calculators.architectures import get_architecture
 
     with calculator_input():
@@ -300,8 +309,10 @@ def nf4_viewer(q: Nf4ViewerQuery) -> dict[str, Any]:
         sample = nf4.sample_weights(q.distribution, n=q.blocksize * 64, seed=q.seed)
         stats = [nf4.quantization_error(sample, method, q.blocksize, n_bins=41) for method in ("nf4", "int4", "fp4")]
         arch = get_architecture(q.model)
-        single = nf4.nf4_model_bytes(arch.n_params, q.blocksize, double_quant=False)
-        double = nf4.nf4_model_bytes(arch.n_params, q.blocksize, double_quant=True)
+        # The QLoRA base as bitsandbytes stores it, the same call as the chapter's figures
+        # (nf4_model_bytes): NF4 block linears with their constants, embeddings, norms and head in bf16.
+        single = memory.base_weights(arch, "nf4", "bf16", double_quant=False, blocksize=q.blocksize)
+        double = memory.base_weights(arch, "nf4", "bf16", double_quant=True, blocksize=q.blocksize)
     errors = [
         {
             "label": CODEBOOK_LABELS[s.method], "n_values": f"{sample.size:,}",
@@ -312,16 +323,22 @@ def nf4_viewer(q: Nf4ViewerQuery) -> dict[str, Any]:
     return {
         "model_options": model_options(),
         "error_rows": errors,
+        "announce": f"Block size {q.blocksize}: NF4 error {errors[0]['mse_text']}, INT4 {errors[1]['mse_text']}, "
+                    f"FP4 {errors[2]['mse_text']}; {arch.display_name} base {format_bytes(double.total_bytes)}.",
         "figures": {
             "levels": figures.nf4_levels_figure(bins, density),
             "errors": figures.error_histograms([(CODEBOOK_LABELS[s.method], s.bin_edges, s.counts) for s in stats]),
         },
         "overhead": {
             "model": arch.display_name,
+            "quantized": format_count_short(single.quantized_params),
+            "dense": format_count_short(single.dense_params),
             "rows": [
-                {"label": "4-bit codes alone", "bits": "4.000", "size": format_bytes(single.code_bytes)},
-                {"label": f"+ fp32 absmax per {q.blocksize} values", "bits": f"{single.bits_per_param:.3f}", "size": format_bytes(single.n_bytes)},
-                {"label": "+ double quantization (8-bit absmax, blocks of 256)", "bits": f"{double.bits_per_param:.3f}", "size": format_bytes(double.n_bytes)},
+                {"label": "4-bit codes (+ bf16 rest)", "bits": "4.000", "size": format_bytes(single.weights_bytes)},
+                {"label": f"+ fp32 absmax per {q.blocksize}", "bits": f"{4 + nf4.bits_per_param(q.blocksize, False):.3f}",
+                 "size": format_bytes(single.total_bytes)},
+                {"label": "+ double quantization instead",
+                 "bits": f"{4 + nf4.bits_per_param(q.blocksize, True):.3f}", "size": format_bytes(double.total_bytes)},
             ],
         },
     }
@@ -369,40 +386,50 @@ def svd_rank(q: SvdRankQuery) -> dict[str, Any]:
 
 
 def scaling(q: ScalingQuery) -> dict[str, Any]:
-    """α/r vs α/√r across ranks, and the LoRA+ learning-rate ratio."""
+    """α/r vs α/√r across ranks (the scale, and the update size it implies), and LoRA+'s two learning rates."""
     from calculators import scaling as sc
 
-    with calculator_input():
+    with calculator_input({"lr_A": "lr"}):
         ranks = [r for r in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if r <= q.max_rank]
         series = sc.scaling_series(q.alpha, ranks)
         at_rank = sc.scaling_series(q.alpha, [q.rank])
-        loraplus = sc.loraplus_learning_rates(1.0)
+        loraplus = sc.loraplus_learning_rates(q.lr, q.loraplus_lr_ratio)
     marker = {"type": "line", "xref": "x", "yref": "paper", "x0": q.rank, "x1": q.rank, "y0": 0, "y1": 1,
               "line": {"color": "#8d99ae", "width": 1, "dash": "dash"}}
+    rank_axis = {"title": {"text": "rank r"}, "type": "log", "tickvals": ranks, "ticktext": [str(r) for r in ranks]}
+    lora_colour, rslora_colour = figures.PALETTE[0], figures.PALETTE[1]
     return {
+        "announce": f"At r = {q.rank}: LoRA scale {at_rank.lora_scaling[0]:.4g}, rsLoRA scale {at_rank.rslora_scaling[0]:.4g}; "
+                    f"LoRA+ learning rate of B {loraplus.lr_B:.3g}.",
         "headline": {
             "lora": f"{at_rank.lora_scaling[0]:.4g}",
             "rslora": f"{at_rank.rslora_scaling[0]:.4g}",
+            "lora_update": f"{at_rank.lora_effective_scale[0]:.4g}",
+            "rslora_update": f"{at_rank.rslora_effective_scale[0]:.4g}",
+            "lr_a": f"{loraplus.lr_A:.3g}",
+            "lr_b": f"{loraplus.lr_B:.3g}",
             "loraplus": f"{loraplus.loraplus_lr_ratio:g}×",
         },
         "note": (
-            f"Dashed: scale·√r, the size of B·A·x if B and A had independent random entries (r terms of random "
-            f"sign add up like √r), the forward half of rsLoRA's argument: α/r shrinks it, α/√r keeps it at "
-            f"α = {q.alpha:g}. How fast each trains depends on the optimizer: under Adam a fixed α keeps the first "
+            f"The first plot is the factor s that multiplies B·A; the second, s·√r, is how large the update s·B·A·x comes "
+            f"out. B·A·x sums "
+            f"r rank-one terms, so its size grows like √r: with LoRA's α/r the update shrinks like α/√r as the rank "
+            f"grows; with rsLoRA's α/√r it stays at α = {q.alpha:g} (flat). How fast each trains depends on the optimizer: under Adam a fixed α keeps the first "
             f"step the same at every rank (chapter 2, 'The scaling factor')."
         ),
         "figures": {
             "scale": figures.lines(
-                f"Scale and effective update size, α = {q.alpha:g}",
-                [
-                    {"name": "α/r (LoRA scale)", "x": series.ranks, "y": series.lora_scaling},
-                    {"name": "α/√r (rsLoRA scale)", "x": series.ranks, "y": series.rslora_scaling},
-                    {"name": "LoRA: scale·√r", "x": series.ranks, "y": series.lora_effective_scale, "dash": "dash"},
-                    {"name": "rsLoRA: scale·√r", "x": series.ranks, "y": series.rslora_effective_scale, "dash": "dash"},
-                ],
-                {"title": {"text": "rank r"}, "type": "log", "dtick": 0.30103},
-                {"title": {"text": "value"}, "type": "log", "dtick": 1},
-                shapes=[marker],
+                f"Scale factor s, α = {q.alpha:g}",
+                [{"name": "LoRA: α/r", "x": series.ranks, "y": series.lora_scaling, "color": lora_colour},
+                 {"name": "rsLoRA: α/√r", "x": series.ranks, "y": series.rslora_scaling, "color": rslora_colour}],
+                rank_axis, {"title": {"text": "s"}, "type": "log", "dtick": 1}, shapes=[marker],
+            ),
+            "update_size": figures.lines(
+                "Update size s·√r",
+                [{"name": "LoRA: (α/r)·√r = α/√r", "x": series.ranks, "y": series.lora_effective_scale, "color": lora_colour},
+                 {"name": "rsLoRA: (α/√r)·√r = α", "x": series.ranks, "y": series.rslora_effective_scale,
+                  "color": rslora_colour}],
+                rank_axis, {"title": {"text": "s·√r"}, "type": "log", "dtick": 1}, shapes=[marker],
             ),
         },
     }

@@ -13,10 +13,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.content import Library, load_library
+from app.maths import MathTypesetter
 from app.errors import describe
 from app.rendering import is_htmx, make_templates, page
 from app.jobs import JobManager
-from app.routers import api, figures, instruments, lab, pages
+from app.routers import api, figures, instruments, lab, pages, plan_api
 from app.settings import Settings, get_settings
 from app.security import SecurityHeaders
 from app.static_files import BookStaticFiles, CompressResponses
@@ -25,6 +26,8 @@ from app.static_files import BookStaticFiles, CompressResponses
 def _library_loader(settings: Settings, templates) -> Callable[[], Library]:
     """Render the book once; with reload_content, again whenever a chapter file changes."""
     state: dict[str, object] = {"stamp": None, "library": None}
+    typesetter = MathTypesetter(settings.maths_cache_path, settings.static_dir / "vendor" / "katex" / "katex.min.js",
+                                settings.node_path)
 
     def stamp() -> tuple:
         return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in Path(settings.content_dir).glob("*.md")))
@@ -32,7 +35,7 @@ def _library_loader(settings: Settings, templates) -> Callable[[], Library]:
     def current() -> Library:
         if state["library"] is None or (settings.reload_content and stamp() != state["stamp"]):
             state["stamp"] = stamp()
-            state["library"] = load_library(settings.content_dir, templates.env)
+            state["library"] = load_library(settings.content_dir, templates.env, typesetter)
         return state["library"]  # type: ignore[return-value]
 
     current()  # fail at start-up, not on the first request, if a chapter is broken
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(figures.router)
     app.include_router(lab.router)
     app.include_router(api.router)
+    app.include_router(plan_api.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -30,9 +31,14 @@ def make_templates(settings: Settings) -> Jinja2Blocks:
     env.filters["pct"] = formatting.format_percent
     env.filters["short"] = formatting.format_count_short
     env.filters["urlencode"] = lambda mapping: urlencode(mapping)
+    # where a power-of-two slider sits for a value: the nearest exponent, within the slider's range
+    env.filters["log2_step"] = lambda value, top: max(0, min(top, round(math.log2(max(value, 1)))))
     env.globals["site_title"] = settings.site_title
     env.globals["lab_context"] = lambda: lab_context(settings)
     env.globals["nav_links"] = [
+        NavLink("/instruments/gpu-planner", "What fits my GPU?",
+                "Pick a GPU and a model, or paste its config.json: the largest batch and sequence that full "
+                "fine-tuning, LoRA and QLoRA fit."),
         NavLink("/instruments", "Instruments", "Live calculators: parameters, memory, NF4, rank, scaling."),
         NavLink("/lab", "Training lab", "Run a real LoRA or QLoRA fine-tune and watch it learn."),
         NavLink("/references", "References", "Every paper the book relies on: authors, year, arXiv id."),

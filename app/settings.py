@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +42,10 @@ class Settings:
     )
     max_queued_jobs: int = field(default_factory=lambda: _env_int("LORALAB_MAX_QUEUED_JOBS", 4))
     job_time_limit_s: int = field(default_factory=lambda: _env_int("LORALAB_JOB_TIME_LIMIT_S", 600))
+    # Maths typeset on the server (app.maths): KaTeX's output cached here, Node to fill the cache.
+    maths_cache_path: Path = field(
+        default_factory=lambda: _env_path("LORALAB_MATHS_CACHE", PROJECT_ROOT / "build" / "katex-cache.json"))
+    node_path: str | None = field(default_factory=lambda: os.environ.get("LORALAB_NODE") or shutil.which("node"))
 
 
 @lru_cache(maxsize=1)

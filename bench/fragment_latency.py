@@ -35,6 +35,7 @@ ROUTES = {
     "nf4-viewer": "/instruments/nf4-viewer?distribution=normal&blocksize=64",
     "svd-rank": "/instruments/svd-rank?intrinsic_rank=8&noise=0.05",
     "scaling": "/instruments/scaling?alpha=16&rank=16",
+    "gpu-planner": "/instruments/gpu-planner?gpu=rtx-4090&model=llama-3.1-8b&seq_len=2048",
 }
 
 

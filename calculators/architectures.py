@@ -245,7 +245,6 @@ _LINEARS = {
 }
 
 
-@lru_cache(maxsize=None)
 @lru_cache(maxsize=256)
 def _total_params(arch: Architecture) -> int:
     linear = sum(m.n_params for m in arch.linear_modules())
@@ -257,7 +256,6 @@ def _linear_modules(arch: Architecture) -> tuple[LinearModule, ...]:
     return tuple(_LINEARS[arch.family](arch) + _head(arch))
 
 
-@lru_cache(maxsize=None)
 @lru_cache(maxsize=256)
 def _expert_modules(arch: Architecture) -> tuple[LinearModule, ...]:
     if arch.num_local_experts <= 1:
@@ -285,19 +283,28 @@ MODELS: dict[str, tuple[str, str]] = {
     "llama-2-7b": ("Llama-2 7B", "meta-llama/Llama-2-7b-hf"),
     "llama-2-13b": ("Llama-2 13B", "meta-llama/Llama-2-13b-hf"),
     "llama-2-70b": ("Llama-2 70B", "meta-llama/Llama-2-70b-hf"),
+    "llama-3.2-1b": ("Llama-3.2 1B", "meta-llama/Llama-3.2-1B"),
+    "llama-3.2-3b": ("Llama-3.2 3B", "meta-llama/Llama-3.2-3B"),
     "llama-3-8b": ("Llama-3 8B", "meta-llama/Meta-Llama-3-8B"),
     "llama-3.1-8b": ("Llama-3.1 8B", "meta-llama/Llama-3.1-8B"),
     "llama-3-70b": ("Llama-3 70B", "meta-llama/Meta-Llama-3-70B"),
     "llama-3.1-70b": ("Llama-3.1 70B", "meta-llama/Llama-3.1-70B"),
     "llama-3.1-405b": ("Llama-3.1 405B", "meta-llama/Llama-3.1-405B"),
     "mistral-7b": ("Mistral 7B (v0.1)", "mistralai/Mistral-7B-v0.1"),
+    "mistral-7b-v0.3": ("Mistral 7B v0.3", "mistralai/Mistral-7B-v0.3"),
     "mixtral-8x7b": ("Mixtral 8x7B", "mistralai/Mixtral-8x7B-v0.1"),
     "qwen2.5-0.5b": ("Qwen2.5 0.5B", "Qwen/Qwen2.5-0.5B"),
+    "qwen2.5-1.5b": ("Qwen2.5 1.5B", "Qwen/Qwen2.5-1.5B"),
     "qwen2.5-7b": ("Qwen2.5 7B", "Qwen/Qwen2.5-7B"),
     "qwen2.5-72b": ("Qwen2.5 72B", "Qwen/Qwen2.5-72B"),
+    "gemma-2-2b": ("Gemma-2 2B", "google/gemma-2-2b"),
     "gemma-2-9b": ("Gemma-2 9B", "google/gemma-2-9b"),
     "phi-3-mini": ("Phi-3 mini (4k)", "microsoft/Phi-3-mini-4k-instruct"),
+    "phi-3.5-mini": ("Phi-3.5 mini", "microsoft/Phi-3.5-mini-instruct"),
     "smollm-135m": ("SmolLM 135M", "HuggingFaceTB/SmolLM-135M"),
+    "smollm2-135m": ("SmolLM2 135M", "HuggingFaceTB/SmolLM2-135M"),
+    "smollm2-360m": ("SmolLM2 360M", "HuggingFaceTB/SmolLM2-360M"),
+    "smollm2-1.7b": ("SmolLM2 1.7B", "HuggingFaceTB/SmolLM2-1.7B"),
     "tinyllama-1.1b": ("TinyLlama 1.1B", "TinyLlama/TinyLlama-1.1B-Chat-v1.0"),
     "gpt2": ("GPT-2 (124M)", "openai-community/gpt2"),
     "bert-base": ("BERT base (uncased)", "google-bert/bert-base-uncased"),

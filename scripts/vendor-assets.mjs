@@ -14,7 +14,6 @@ const ASSETS = [
   ["htmx.org/dist/htmx.min.js", "htmx/htmx.min.js"],
   ["katex/dist/katex.min.js", "katex/katex.min.js"],
   ["katex/dist/katex.min.css", "katex/katex.min.css"],
-  ["katex/dist/contrib/auto-render.min.js", "katex/auto-render.min.js"],
   ["katex/dist/fonts", "katex/fonts"],
   ["plotly.js-basic-dist-min/plotly-basic.min.js", "plotly/plotly.min.js"],  // scatter and bar: all the book draws
   ["swagger-ui-dist/swagger-ui-bundle.js", "swagger-ui/swagger-ui-bundle.js"],
@@ -53,6 +52,7 @@ export function create(parent, doc, options) {
       doc,
       extensions: [
         lineNumbers(), history(), drawSelection(), highlightActiveLine(), bracketMatching(), indentOnInput(),
+        EditorView.lineWrapping,  // a long line wraps on a phone instead of running out of the cell
         indentUnit.of("    "), EditorState.tabSize.of(4), python(), syntaxHighlighting(classHighlighter),
         keymap.of([{ key: "Shift-Enter", run }, { key: "Mod-Enter", run }, ...defaultKeymap, ...historyKeymap, indentWithTab]),
         EditorView.contentAttributes.of({ "aria-label": options.label || "Python code" }),

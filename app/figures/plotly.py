@@ -38,11 +38,13 @@ def stacked_bar(title: str, categories: Sequence[str], stacks: Sequence[tuple[st
         if any(values)
     ]
     lines = [vline(x, label) for x, label in vlines]
+    for i, (_, note) in enumerate(lines):  # neighbouring labels (24 and 48 GB) alternate heights instead of overlapping
+        note["yshift"] = 13 * (i % 2)
     # The unit goes in the title: an axis title under horizontal bars collides with the legend.
     layout = _layout({}, {"autorange": "reversed"}, barmode="stack",
                      title={"text": f"{title} ({axis_title})", "font": {"size": 14}}, height=300 + 40 * len(categories),
                      shapes=[s for s, _ in lines], annotations=[a for _, a in lines])
-    layout["margin"] = {**layout["margin"], "t": 60}
+    layout["margin"] = {**layout["margin"], "t": 72}
     layout["legend"] = {**layout["legend"], "y": -0.15, "font": {"size": 11}, "traceorder": "normal"}
     return {"data": data, "layout": layout}
 
@@ -116,16 +118,25 @@ def nf4_levels_figure(bins: Any, density: Any) -> dict[str, Any]:
              "hoverinfo": "skip"}
     return {"data": [curve, level_trace],
             "layout": _layout({"title": {"text": "normalized weight (value / block absmax)"}, "range": [-1.05, 1.05]},
-                              {"title": {"text": "density"}, "rangemode": "tozero"},
+                              {"title": {"text": "probability density"}, "rangemode": "tozero"},
                               title={"text": "16 levels, equal probability mass each", "font": {"size": 14}}, shapes=shapes)}
 
 
 def error_histograms(histograms: Sequence[tuple[str, Sequence[float], Sequence[int]]]) -> dict[str, Any]:
-    """Overlaid histograms of quantization error, one per code book (bin edges precomputed)."""
+    """Histograms of quantization error, one outline per code book (bin edges precomputed).
+
+    Step outlines rather than overlaid bars: three translucent bar sets blend into colours no
+    legend names. The y axis is the share of the sample in each bin, so the code books compare
+    at any sample size.
+    """
     data = []
+    dashes = ("solid", "dash", "dot")
     for i, (name, edges, counts) in enumerate(histograms):
+        total = sum(counts) or 1
         centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
-        data.append({"type": "bar", "name": name, "x": centres, "y": list(counts), "opacity": 0.55,
-                     "marker": {"color": PALETTE[i % len(PALETTE)]}, "hovertemplate": "%{y} values near %{x:.3f}<extra>" + name + "</extra>"})
-    return {"data": data, "layout": _layout({"title": {"text": "dequantized − original"}}, {"title": {"text": "count"}},
-                                            barmode="overlay", bargap=0, title={"text": "Quantization error", "font": {"size": 14}})}
+        data.append({"type": "scatter", "mode": "lines", "name": name, "x": centres, "y": [c / total for c in counts],
+                     "line": {"shape": "hvh", "width": 2.5, "color": PALETTE[i % len(PALETTE)], "dash": dashes[i % 3]},
+                     "hovertemplate": "%{y:.1%} of values err by %{x:.3f}<extra>" + name + "</extra>"})
+    return {"data": data, "layout": _layout({"title": {"text": "error: dequantized − original (σ units)"}, "zeroline": True},
+                                            {"title": {"text": "share of values"}, "tickformat": ".0%", "rangemode": "tozero"},
+                                            title={"text": "Quantization error", "font": {"size": 14}})}

@@ -36,6 +36,7 @@ def chapter(request: Request, label: str):
         previous=previous,
         following=following,
         needs_katex=True,
+        client_maths=found.client_maths,
     )
 
 

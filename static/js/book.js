@@ -1,5 +1,7 @@
-// Page behaviour shared by every page: theme toggle, KaTeX rendering, copy buttons,
-// and the contents' current-section highlight. No maths here: numbers come from the server.
+// Page behaviour shared by every page: theme toggle, copy buttons, the contents'
+// current-section highlight, and a fallback for maths: the server typesets formulas
+// (app/maths.py); one it could not is typeset here, by the KaTeX script that such a chapter
+// loads. No maths computed here: numbers come from the server.
 (function () {
   "use strict";
   var root = document.documentElement;

@@ -33,7 +33,8 @@ def test_standalone_page_has_form_result_and_figures(client, name):
     soup = _soup(response)
     form = soup.select_one("form.instrument-form")
     assert form["action"] == f"/instruments/{name}" and form["method"] == "get"  # works without JavaScript
-    assert form.get("hx-push-url") == "true"  # the URL follows the settings
+    # on its own page the URL and the history follow the settings (static/js/instruments.js)
+    assert form.find_parent("section")["data-url-mode"] == "page"
     figures = soup.select(".instrument-result .plot script.figure-data")
     assert figures, "no figure"
     for figure in figures:
@@ -87,14 +88,14 @@ def test_configurator_memory_total_equals_the_estimator(client):
     estimate = memory.estimate_memory("llama-2-7b", method="qlora", r=16, target_modules="all-linear",
                                       base_dtype="nf4", seq_len=2048, gradient_checkpointing=True)
     assert _headline(soup, "total") == f"{estimate.total_with_context_bytes / 2**30:,.1f} GiB"
-    fits = [td.get_text(" ", strip=True) for td in soup.select("[data-table=gpus] tbody td.num")]
-    assert len(fits) == 4 and all(cell.startswith("✓ fits") for cell in fits)  # 6 GiB fits even a 24 GB card
+    fits = [td.get_text(" ", strip=True) for td in soup.select("[data-table=gpus] tbody td:nth-of-type(1)")]
+    assert fits == ["✓ fits"] * 4  # 6 GiB fits even a 24 GB card
 
 
 def test_full_fine_tuning_of_a_70b_model_fits_no_card(client):
     soup = _soup(client.get("/instruments/configurator", params={"model": "llama-2-70b", "method": "full"}, headers=HTMX))
-    cells = [td.get_text(" ", strip=True) for td in soup.select("[data-table=gpus] tbody td.num")]
-    assert cells and all(cell.startswith("✗ no") for cell in cells)
+    cells = [td.get_text(" ", strip=True) for td in soup.select("[data-table=gpus] tbody td:nth-of-type(1)")]
+    assert cells == ["✗ no"] * 4
     assert _headline(soup, "fit") == "none listed"
 
 
@@ -171,3 +172,63 @@ def test_every_registered_instrument_is_embedded_and_plotly_is_lazy(client, app)
     assert set(embedded) == set(INSTRUMENTS)
     for name, spec in INSTRUMENTS.items():
         assert {label for label, _ in spec.chapters} <= set(embedded[name]), name
+
+
+def test_nf4_viewer_overhead_is_the_chapters_figure(client):
+    """One calculator behind both: the viewer's table and the QLoRA chapter's live numbers."""
+    from app.formatting import format_value
+    from calculators import quantities
+
+    table = _soup(client.get("/instruments/nf4-viewer", params={"model": "llama-2-70b", "blocksize": 64}, headers=HTMX))
+    sizes = [tr.select("td")[2].get_text(strip=True) for tr in table.select("[data-table=overhead] tbody tr")]
+    chapter = _soup(client.get("/chapters/qlora", headers=HTML))
+    shown = {el["title"]: el.get_text(strip=True) for el in chapter.select(".live-number[data-quantity=nf4_model_bytes]")}
+    for double, size in ((False, sizes[1]), (True, sizes[2])):
+        expected = format_value(quantities.evaluate("nf4_model_bytes", {"model": "llama-2-70b", "double": str(double).lower()}).value, "bytes")
+        assert size == expected
+        assert shown[f"computed by calculators: nf4_model_bytes model=llama-2-70b double={str(double).lower()}"] == expected
+
+
+def test_scaling_demo_follows_every_control(client):
+    soup = _soup(client.get("/instruments/scaling", params={"alpha": 32, "rank": 64, "lr": 0.0005, "loraplus_lr_ratio": 8},
+                            headers=HTMX))
+    assert _headline(soup, "lora-scale") == f"{32 / 64:.4g}" and _headline(soup, "rslora-scale") == f"{32 / 8:.4g}"
+    assert _headline(soup, "lr-b") == f"{0.0005 * 8:.3g}"
+    for name in ("scale", "update-size"):
+        traces = json.loads(soup.select_one(f"[data-figure={name}] script").string)["data"]
+        assert len(traces) == 2 and traces[0]["y"] != traces[1]["y"], f"{name}: two curves coincide"
+    update = json.loads(soup.select_one("[data-figure=update-size] script").string)["data"]
+    assert update[1]["y"] == pytest.approx([32.0] * len(update[1]["y"]))  # rsLoRA: flat at α
+    note = soup.select_one(".result-note").get_text()
+    assert "solid" not in note and "dashed" not in note  # the caption names only what is drawn
+
+
+@pytest.mark.parametrize(("method", "enabled", "hidden"), [
+    ("full", set(), {"num_virtual_tokens"}),
+    ("prefix", {"num_virtual_tokens"}, set()),
+    ("prompt", {"num_virtual_tokens"}, set()),
+    ("ia3", set(), {"num_virtual_tokens"}),
+    ("lora", {"rank", "alpha", "rslora", "dropout", "target_modules"}, {"num_virtual_tokens"}),
+    ("qlora", {"rank", "alpha", "rslora", "dropout", "target_modules"}, {"num_virtual_tokens"}),
+])
+def test_configurator_controls_follow_the_method(client, method, enabled, hidden):
+    soup = _soup(client.get("/instruments/configurator", params={"method": method}, headers=HTML))
+    form = soup.select_one("form.instrument-form")
+    for fieldset in form.select("fieldset[data-when]"):
+        names = {el["name"] for el in fieldset.select("[name]")}
+        applies = bool(names & enabled)
+        assert fieldset.has_attr("disabled") == (not applies), names
+        assert fieldset.has_attr("hidden") == bool(names & hidden), names
+    base = form.select_one("select[name=base_dtype]")
+    chosen = base.select_one("option[selected]")["value"]
+    allowed = [o["value"] for o in base.select("option") if not o.has_attr("disabled")]
+    assert chosen in allowed
+    assert (chosen == "nf4") == (method == "qlora")
+    if method == "full":
+        assert "int8" not in allowed and "nf4" not in allowed
+    result = soup.select_one(".instrument-result")
+    has_modules = result.select_one("[data-figure=modules]") is not None
+    assert has_modules == (method in ("lora", "qlora", "dora", "ia3"))  # never an empty chart
+    if method in ("full", "prefix", "prompt"):
+        counted = params.count_trainable("llama-2-7b", method, num_virtual_tokens=20)
+        assert format_int(counted.trainable) in result.select_one("[data-value=trained]").get_text()

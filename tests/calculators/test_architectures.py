@@ -27,6 +27,9 @@ REQUIRED_SLUGS = (
     "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3-8b", "llama-3.1-8b", "llama-3-70b", "llama-3.1-70b",
     "mistral-7b", "mixtral-8x7b", "qwen2.5-0.5b", "qwen2.5-7b", "qwen2.5-72b", "gemma-2-9b", "phi-3-mini", "gpt2",
     "bert-base", "smollm-135m", "tinyllama-1.1b", "all-minilm-l6-v2",
+    # current models (issue 12)
+    "llama-3.2-1b", "llama-3.2-3b", "qwen2.5-1.5b", "gemma-2-2b", "phi-3.5-mini", "mistral-7b-v0.3",
+    "smollm2-135m", "smollm2-360m", "smollm2-1.7b",
 )
 
 # Parameter counts of the transformers class in `hf_class` (also checked against
@@ -52,6 +55,17 @@ PUBLISHED_TOTALS = {
     "smollm-135m": 134_515_008,
     "tinyllama-1.1b": 1_100_048_384,
     "all-minilm-l6-v2": 22_713_216,
+    # The model cards' and safetensors index's totals: Llama-3.2 1.24B / 3.21B, Qwen2.5-1.5B 1.54B,
+    # Gemma-2-2B 2.61B, Phi-3.5-mini 3.82B, Mistral-7B-v0.3 7.25B, SmolLM2 135M / 362M / 1.71B.
+    "llama-3.2-1b": 1_235_814_400,
+    "llama-3.2-3b": 3_212_749_824,
+    "qwen2.5-1.5b": 1_543_714_304,
+    "gemma-2-2b": 2_614_341_888,
+    "phi-3.5-mini": 3_821_079_552,
+    "mistral-7b-v0.3": 7_248_023_552,
+    "smollm2-135m": 134_515_008,
+    "smollm2-360m": 361_821_120,
+    "smollm2-1.7b": 1_711_376_384,
 }
 
 
