@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from app import figures
+from app.figures import plotly as figures
 from app.errors import calculator_input
 from app.instrument_views import COMPONENT_LABELS, model_options
 from app.formatting import GIB, format_bytes, format_count_short, format_gpu_bytes, format_int
