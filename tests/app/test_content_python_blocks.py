@@ -17,6 +17,9 @@ from tests.content_blocks import python_block, python_blocks
 
 # Each block, and the test that executes it (file::function).
 EXECUTED_BY = {
+    ("02-lora.md", 1): "tests/training/test_book_code.py::test_lora_blocks_run_their_sanity_checks",
+    ("02-lora.md", 2): "tests/training/test_book_code.py::test_lora_blocks_run_their_sanity_checks",
+    ("06-lora-family.md", 1): "tests/training/test_book_code.py::test_dora_block_runs_its_sanity_checks",
     ("08-practice.md", 1): "tests/app/test_content_python_blocks.py::test_practice_loss_masking_block_learns_only_the_answer",
 }
 # Blocks whose test another part of issue 17 writes (the lab's peft loading example): they must

