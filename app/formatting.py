@@ -1,4 +1,4 @@
-"""How numbers are shown to a reader: thousands separators, SI bytes, percentages.
+"""How numbers are shown to a reader: thousands separators, binary bytes (GiB), percentages.
 
 These are presentation only (Jinja filters and live-number rendering); every value they
 format was computed by `calculators`.
@@ -18,14 +18,14 @@ def format_int(value: float) -> str:
 
 
 def format_bytes(n_bytes: float, unit: str | None = None) -> str:
-    """Decimal units as vendors print them: 33.6 MB, 14.0 GB (GiB only when asked)."""
+    """Binary units, as GPU memory is sold and torch counts it: 32.0 MiB, 13.1 GiB (decimal GB/MB only when asked)."""
     if unit == "gib":
         return f"{n_bytes / GIB:,.1f} GiB"
     steps = [("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)]
     if unit is not None:
         factor = dict((name.lower(), size) for name, size in steps)[unit]
         return f"{n_bytes / factor:,.1f} {unit.upper() if unit != 'kb' else 'kB'}"
-    for name, size in steps:
+    for name, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(n_bytes) >= size:
             return f"{n_bytes / size:,.1f} {name}"
     return f"{int(n_bytes):,} B"
