@@ -395,3 +395,31 @@ def loraplus_ratio() -> float:
 def lab_examples(split: str) -> int:
     """Examples in one split of the lab's reviews task."""
     return lab_task.lab_examples(split)
+
+
+# --- the training recipe: autocast copies, attention heads, what fits -------------------------------
+
+
+@quantity("bytes")
+def autocast_copy_bytes(model: str) -> int:
+    """bf16 copies of the fp32 linear weights that autocast makes and keeps in mixed-precision full fine-tuning."""
+    return memory.autocast_weight_copies_bytes(model)
+
+
+@quantity("count")
+def model_heads(model: str) -> int:
+    """Query heads per attention layer."""
+    return architectures.get_architecture(model).num_attention_heads
+
+
+@quantity("count")
+def model_kv_heads(model: str) -> int:
+    """Key/value heads per attention layer (fewer than the query heads under grouped-query attention)."""
+    return architectures.get_architecture(model).num_key_value_heads
+
+
+@quantity("count")
+def fit_seq_len(model: str, method: str, r: int, targets: str, batch: int, ckpt: bool, gpu: str, kbit: bool = True) -> int:
+    """The longest sequence (tokens) whose training step fits the GPU, CUDA context included (0: none)."""
+    return memory.longest_fitting_seq_len(model, gpu, method=method, r=r, target_modules=targets, batch_size=batch,
+                                          gradient_checkpointing=ckpt, prepare_kbit=kbit)

@@ -98,6 +98,8 @@ __all__ = [
     "ModelSizePoint",
     "ModelSizeCurves",
     "memory_vs_model_size",
+    "autocast_weight_copies_bytes",
+    "longest_fitting_seq_len",
 ]
 
 MIB = 2**20
@@ -775,3 +777,42 @@ def memory_vs_model_size(
     points.sort(key=lambda p: p.n_params)
     return ModelSizeCurves(tuple(methods), tuple(points), tuple(gpus))
 
+
+def autocast_weight_copies_bytes(model: str | Architecture, compute_dtype: str = "bf16") -> int:
+    """The 16-bit copies of every fp32 linear weight (and bias) autocast makes and autograd keeps in
+    mixed-precision full fine-tuning: lm_head (tied: the embedding) included."""
+    arch = get_architecture(model)
+    _check_choice("compute_dtype", compute_dtype, DENSE_DTYPES)
+    linear = sum(m.n_params for m in arch.linear_modules() if m.group in ("attention", "mlp", "head"))
+    if arch.tie_word_embeddings and arch.family not in ENCODER_FAMILIES:
+        linear += arch.vocab_size * arch.hidden_size
+    return DTYPE_BYTES[compute_dtype] * (linear + arch.n_params_expert_mlp)
+
+
+def longest_fitting_seq_len(model: str | Architecture, gpu: str | Gpu, max_seq_len: int | None = None, **kwargs) -> int:
+    """The longest sequence (tokens) whose training step fits the GPU, CUDA context included; 0 if none.
+
+    `kwargs` go to `estimate_memory` (method, batch_size, gradient_checkpointing, ...). Binary
+    search over 1 … max_seq_len (default: the model's max_position_embeddings): the peak grows
+    with the sequence (tests/calculators/test_memory.py checks it).
+    """
+    from calculators.gpus import get_gpu
+
+    arch = get_architecture(model)
+    card = get_gpu(gpu)
+    top = arch.max_position_embeddings if max_seq_len is None else max_seq_len
+    _check_int("max_seq_len", top, 1)
+
+    def fits(seq_len: int) -> bool:
+        return estimate_memory(arch, seq_len=seq_len, gpus=(card,), **kwargs).verdicts[0].fits
+
+    if not fits(1):
+        return 0
+    low, high = 1, top
+    while low < high:
+        mid = (low + high + 1) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low

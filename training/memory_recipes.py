@@ -44,6 +44,7 @@ __all__ = [
     "SavedTensors",
     "saved_tensor_bytes",
     "kept_after_forward_bytes",
+    "measured_kept_bytes",
     "StepPeak",
     "step_peak_bytes",
     "make_optimizer",
@@ -286,6 +287,18 @@ def kept_after_forward_bytes(model, input_ids: torch.Tensor, recipe: str, sdpa_b
     allocations = _profile_allocations(forward)
     kept.clear()
     return allocations.last
+
+
+def measured_kept_bytes(model, input_ids: torch.Tensor, recipe: str, gradient_checkpointing: bool,
+                        sdpa_backend: str | None = None) -> int:
+    """What the forward leaves for the backward: autograd's saved storages (each once) without
+    checkpointing; with it (checkpoint inputs are held outside autograd's hooks) the CPU profiler's
+    allocation total after the forward, less the CPU RNG snapshot each checkpointed layer takes
+    (host memory on a GPU too). Either way the kept loss scalar's 4 bytes are included."""
+    if not gradient_checkpointing:
+        return saved_tensor_bytes(model, input_ids, recipe, sdpa_backend).total_bytes
+    layers = model.config.num_hidden_layers
+    return kept_after_forward_bytes(model, input_ids, recipe, sdpa_backend) - layers * torch.get_rng_state().numel()
 
 
 @dataclass(frozen=True)

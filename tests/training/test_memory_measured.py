@@ -112,9 +112,7 @@ def test_math_kernel_saved_tensors(build, recipe):
 @pytest.mark.parametrize("checkpointing", [False, True])
 @pytest.mark.parametrize("recipe", ["lora", "qlora", "full"])
 def test_eager_attention(build, recipe, checkpointing):
-    model = build(recipe, checkpointing, attn="eager")
-    kept = recipes.kept_after_forward_bytes(model, _ids(64), recipe)
-    kept -= TOY.num_hidden_layers * RNG_STATE_BYTES if checkpointing else 0
+    kept = recipes.measured_kept_bytes(build(recipe, checkpointing, attn="eager"), _ids(64), recipe, checkpointing)
     estimate = _estimate(recipe, checkpointing, 64, attn_impl="eager", attention_kernel=None)
     assert estimate.kept_after_forward_bytes == pytest.approx(kept, rel=SAVED_TOLERANCE)
 
@@ -123,8 +121,7 @@ def test_eager_attention(build, recipe, checkpointing):
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_checkpointed_forward_keeps_what_the_estimate_says(build, recipe, seq_len):
     """transformers' checkpointing keeps each layer's input (and RoPE's tables) plus the head and loss."""
-    kept = recipes.kept_after_forward_bytes(build(recipe, True), _ids(seq_len), recipe)
-    kept -= TOY.num_hidden_layers * RNG_STATE_BYTES  # CPU-only: the RNG snapshot per checkpointed layer
+    kept = recipes.measured_kept_bytes(build(recipe, True), _ids(seq_len), recipe, True)
     estimate = _estimate(recipe, True, seq_len)
     assert estimate.kept_after_forward_bytes == pytest.approx(kept, rel=SAVED_TOLERANCE)
 
