@@ -58,14 +58,14 @@ OPTIMIZER_ALIASES = {
     "paged_adamw": "paged_adamw_32bit",
     "paged_adamw8bit": "paged_adamw_8bit",
 }
-OPTIMIZER_LABELS = {
-    "adamw_torch_fused": "AdamW, fused (adamw_torch_fused)",
-    "adamw_torch": "AdamW, foreach (adamw_torch)",
-    "adamw_bnb_8bit": "8-bit AdamW (adamw_bnb_8bit)",
-    "paged_adamw_8bit": "Paged 8-bit AdamW (paged_adamw_8bit)",
-    "paged_adamw_32bit": "Paged AdamW (paged_adamw_32bit)",
-    "adafactor": "Adafactor (adafactor)",
-    "sgd": "SGD (sgd)",
+OPTIMIZER_LABELS = {  # what the configurator shows: the names a reader passes to TrainingArguments(optim=...)
+    "adamw_torch_fused": "adamw_torch_fused (AdamW, fused)",
+    "adamw_torch": "adamw_torch (AdamW, foreach)",
+    "adamw_bnb_8bit": "adamw_bnb_8bit",
+    "paged_adamw_8bit": "paged_adamw_8bit",
+    "paged_adamw_32bit": "paged_adamw_32bit",
+    "adafactor": "adafactor",
+    "sgd": "sgd",
 }
 BNB_BLOCKSIZE = 256  # values per fp32 absmax of an 8-bit state
 BNB_MIN_8BIT_SIZE = 4096  # smaller tensors keep fp32 states
