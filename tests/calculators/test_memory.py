@@ -296,3 +296,21 @@ def test_unknown_model_and_gpu_name_the_field():
         get_gpu("rtx-9090")
     with pytest.raises(ValueError, match="^n_params:"):
         memory.weight_bytes(-1, "bf16")
+
+
+def test_autocast_keeps_a_bf16_copy_of_every_linear_weight():
+    # Llama-2-7B: every parameter but the embedding (32,000 × 4,096) and the 65 norm vectors is a linear weight
+    linear = LLAMA2_7B_PARAMS - 32_000 * 4096 - 65 * 4096
+    assert memory.autocast_weight_copies_bytes("llama-2-7b") == 2 * linear == 13_214_154_752
+    est = estimate_memory("llama-2-7b", method="full", seq_len=256)  # fp32 weights + bf16 autocast, no checkpointing
+    assert est.phase("loss backward").weight_copies == 2 * linear
+
+
+def test_longest_fitting_sequence_is_the_edge():
+    kw = dict(method="qlora", r=16, target_modules="all-linear", batch_size=1, gradient_checkpointing=True)
+    longest = memory.longest_fitting_seq_len("llama-2-70b", "rtx-a6000", **kw)
+    fits = {s: estimate_memory("llama-2-70b", seq_len=s, gpus=(get_gpu("rtx-a6000"),), **kw).verdicts[0].fits
+            for s in (longest, longest + 1)}
+    assert fits == {longest: True, longest + 1: False}
+    assert 0 < memory.longest_fitting_seq_len("llama-2-70b", "rtx-a6000", **{**kw, "gradient_checkpointing": False}) < longest
+    assert memory.longest_fitting_seq_len("llama-2-70b", "rtx-4090", method="full") == 0
