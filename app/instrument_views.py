@@ -28,7 +28,8 @@ class ConfiguratorQuery(StrictQuery):
     seq_len: int = Field(2048, ge=16, le=131072)
     batch_size: int = Field(1, ge=1, le=256)
     gradient_checkpointing: bool = True
-    optimizer: Optimizer = "adamw"
+    optimizer: Optimizer = "adamw_torch_fused"
+    prepare_kbit: bool = True
     base_dtype: BaseDtype = "bf16"
     attn_impl: AttnImpl = "sdpa"
     num_virtual_tokens: int = Field(20, ge=1, le=512)
@@ -42,6 +43,7 @@ class WillItFitQuery(StrictQuery):
     seq_len: int = Field(2048, ge=16, le=131072)
     batch_size: int = Field(1, ge=1, le=256)
     gradient_checkpointing: bool = True
+    prepare_kbit: bool = True
 
 
 class Nf4ViewerQuery(StrictQuery):
@@ -71,6 +73,7 @@ METHOD_LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "
 COMPONENT_LABELS = {
     "weights": "Base weights", "quant_constants": "Quantization constants", "adapter_weights": "Adapter weights",
     "gradients": "Gradients", "optimizer_states": "Optimizer states", "master_weights": "Master weights (fp32)",
+    "weight_copies": "16-bit weight copies (autocast)",
     "activations": "Activations", "logits_and_loss": "Logits and loss", "temporary": "Temporary buffers",
 }
 # One card per memory class the issue asks for: 24, 48, 80 and 141 GB.
@@ -113,6 +116,18 @@ def _chosen_targets(arch: Any, requested: list[str], notes: list[str]) -> tuple[
         return resolve_targets(arch, kept)
 
 
+def _recipe_line(estimate: Any) -> str:
+    """What the estimate assumes, in the reader's terms: dtypes, the attention kernel, the optimizer."""
+    parts = [f"hidden states {estimate.residual_dtype}"]
+    if estimate.autocast:
+        parts.append("bf16 autocast")
+    if estimate.base_dtype in ("nf4", "int8"):
+        parts.append("prepare_model_for_kbit_training" if estimate.prepare_kbit else "no kbit preparation")
+    parts.append(f"{estimate.attention_kernel} attention kernel")
+    parts.append(f"optim={estimate.optimizer}")
+    return ", ".join(parts)
+
+
 def _smallest_fit(verdicts: Any) -> str:
     fitting = sorted((v for v in verdicts if v.fits), key=lambda v: v.usable_bytes)
     return fitting[0].name if fitting else "none listed"
@@ -122,6 +137,7 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
     """Trainable parameters (peft's count) and the peak memory of one training step."""
     from calculators import memory, params, scaling as sc
     from calculators.architectures import get_architecture, presets
+    from calculators.optimizers import OPTIMIZER_LABELS, canonical_optimizer
 
     notes: list[str] = []
     with calculator_input():
@@ -145,9 +161,11 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
             optimizer=q.optimizer, batch_size=q.batch_size, seq_len=q.seq_len,
             gradient_checkpointing=q.gradient_checkpointing, attn_impl=q.attn_impl,
             lora_dropout=q.dropout if adapter_method else 0.0, num_virtual_tokens=q.num_virtual_tokens,
+            prepare_kbit=q.prepare_kbit,
         )
+        # the comparison bar: mixed-precision full fine-tuning (fp32 weights, bf16 autocast) with the same optimizer
         full = estimate if q.method == "full" else memory.estimate_memory(
-            arch, method="full", base_dtype="bf16", optimizer="adamw", batch_size=q.batch_size, seq_len=q.seq_len,
+            arch, method="full", optimizer=q.optimizer, batch_size=q.batch_size, seq_len=q.seq_len,
             gradient_checkpointing=q.gradient_checkpointing, attn_impl=q.attn_impl,
         )
         scale = sc.lora_scaling(q.alpha, q.rank, use_rslora=q.rslora) if adapter_method else None
@@ -188,6 +206,9 @@ def configurator(q: ConfiguratorQuery) -> dict[str, Any]:
         "trained_note": trained_note,
         "announce": f"{METHOD_LABELS[q.method]} on {arch.display_name}: {format_int(counted.trainable)} trainable parameters, "
                     f"peak {format_gpu_bytes(estimate.total_with_context_bytes)}.",
+        "optimizer_options": list(OPTIMIZER_LABELS.items()),
+        "optimizer": canonical_optimizer(q.optimizer),
+        "recipe": _recipe_line(estimate),
         "module_names": _module_choices(arch),
         "selected_modules": list(targets),
         "presets": [(PRESET_LABELS.get(k, k), list(v)) for k, v in presets(arch).items()],
@@ -242,7 +263,7 @@ def will_it_fit(q: WillItFitQuery) -> dict[str, Any]:
             models.append(selected.slug)
         curves = memory.memory_vs_model_size(
             models, methods=tuple(FIT_METHODS), r=q.rank, target_modules="all-linear", batch_size=q.batch_size,
-            seq_len=q.seq_len, gradient_checkpointing=q.gradient_checkpointing,
+            seq_len=q.seq_len, gradient_checkpointing=q.gradient_checkpointing, prepare_kbit=q.prepare_kbit,
         )
     series = []
     for method, label in FIT_METHODS.items():

@@ -18,7 +18,9 @@ Method = Literal["full", "lora", "qlora", "rslora", "dora", "adalora", "ia3", "p
 # Preset names are the same in every family; "q,v" contains the comma that separates module names.
 PRESET_NAMES = frozenset(name for presets in TARGET_PRESETS.values() for name in presets)
 BaseDtype = Literal["fp32", "bf16", "fp16", "int8", "nf4"]
-Optimizer = Literal["adamw", "adamw8bit", "sgd", "paged_adamw", "paged_adamw8bit"]
+# transformers' TrainingArguments.optim names; the book's older names stay accepted (calculators.optimizers).
+Optimizer = Literal["adamw_torch_fused", "adamw_torch", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+                    "adafactor", "sgd", "adamw", "adamw8bit", "adamw_8bit", "paged_adamw", "paged_adamw8bit"]
 AttnImpl = Literal["eager", "sdpa", "flash"]
 
 
@@ -63,12 +65,16 @@ class ParamsQuery(StrictQuery):
 class MemoryQuery(ParamsQuery):
     method: Literal["full", "lora", "qlora", "dora"] = "lora"  # type: ignore[assignment]
     base_dtype: BaseDtype | None = Field(None, description="Storage dtype of the frozen base (default: nf4 for qlora, else bf16)")
-    optimizer: Optimizer = "adamw"
+    optimizer: Optimizer = Field("adamw_torch_fused", description="TrainingArguments.optim (old names accepted)")
     batch_size: int = Field(1, ge=1, le=1024, description="Micro-batch size")
     seq_len: int = Field(512, ge=1, le=131072, description="Sequence length in tokens")
     gradient_checkpointing: bool = False
     attn_impl: AttnImpl = "sdpa"
     double_quant: bool = Field(True, description="QLoRA: quantize the absmax constants too")
+    prepare_kbit: bool = Field(True, description="QLoRA: peft's prepare_model_for_kbit_training (fp32 embeddings, "
+                               "norms and lm_head, so fp32 hidden states)")
+    autocast: bool | None = Field(None, description="Run the step under bf16 autocast (Trainer bf16=True); "
+                                  "default: on for full fine-tuning of fp32 weights, off otherwise")
 
 
 class LowRankQuery(StrictQuery):

@@ -208,20 +208,20 @@ def lora_state_bytes(model: str, r: int, targets: str) -> float:
 
 
 def _estimate(model: str, method: str, r: int, targets: str, batch: int, seq: int, ckpt: bool, optimizer: str,
-              base_dtype: str, attn: str) -> memory.MemoryEstimate:
-    if not base_dtype:
-        base_dtype = "nf4" if method == "qlora" else "bf16"
+              base_dtype: str, attn: str, kbit: bool = True) -> memory.MemoryEstimate:
+    """The estimator with the recipe's defaults (base_dtype "": nf4 for QLoRA, fp32 + bf16 autocast for
+    full fine-tuning, bf16 otherwise; kbit: prepare_model_for_kbit_training)."""
     return memory.estimate_memory(
-        model, method=method, r=r, target_modules=targets, base_dtype=base_dtype, optimizer=optimizer,
-        batch_size=batch, seq_len=seq, gradient_checkpointing=ckpt, attn_impl=attn,
+        model, method=method, r=r, target_modules=targets, base_dtype=base_dtype or None, optimizer=optimizer,
+        batch_size=batch, seq_len=seq, gradient_checkpointing=ckpt, attn_impl=attn, prepare_kbit=kbit,
     )
 
 
 @quantity("bytes")
 def train_memory(model: str, method: str, r: int, targets: str, batch: int, seq: int, ckpt: bool,
-                 optimizer: str = "adamw", base_dtype: str = "", attn: str = "sdpa") -> int:
+                 optimizer: str = "adamw_torch_fused", base_dtype: str = "", attn: str = "sdpa", kbit: bool = True) -> int:
     """Estimated peak memory of one training step (what torch.cuda.max_memory_allocated reports)."""
-    return _estimate(model, method, r, targets, batch, seq, ckpt, optimizer, base_dtype, attn).total_bytes
+    return _estimate(model, method, r, targets, batch, seq, ckpt, optimizer, base_dtype, attn, kbit).total_bytes
 
 
 @quantity("bytes")
@@ -232,16 +232,16 @@ def activation_bytes(model: str, batch: int, seq: int, ckpt: bool, attn: str = "
 
 @quantity("bytes")
 def saved_activation_bytes(model: str, method: str, r: int, targets: str, batch: int, seq: int, ckpt: bool,
-                           attn: str = "sdpa") -> int:
+                           attn: str = "sdpa", kbit: bool = True) -> int:
     """Everything the forward keeps for the backward (checkpointing: block inputs + one recomputed block)."""
-    return _estimate(model, method, r, targets, batch, seq, ckpt, "adamw", "", attn).saved_activations_bytes
+    return _estimate(model, method, r, targets, batch, seq, ckpt, "adamw_torch_fused", "", attn, kbit).saved_activations_bytes
 
 
 @quantity("bytes")
 def train_memory_part(model: str, method: str, r: int, targets: str, batch: int, seq: int, ckpt: bool, part: str,
-                      optimizer: str = "adamw", base_dtype: str = "", attn: str = "sdpa") -> int:
+                      optimizer: str = "adamw_torch_fused", base_dtype: str = "", attn: str = "sdpa", kbit: bool = True) -> int:
     """One component of the estimated peak (weights, gradients, optimizer_states, activations, ...)."""
-    breakdown = _estimate(model, method, r, targets, batch, seq, ckpt, optimizer, base_dtype, attn).breakdown()
+    breakdown = _estimate(model, method, r, targets, batch, seq, ckpt, optimizer, base_dtype, attn, kbit).breakdown()
     if part not in breakdown:
         raise ValueError(f"part: must be one of {list(breakdown)}, got {part!r}")
     return breakdown[part]
@@ -312,8 +312,6 @@ def cuda_context_bytes() -> int:
 @quantity("float")
 def optimizer_bytes_per_param(optimizer: str) -> float:
     """Optimizer state per trained fp32 parameter (8-bit AdamW includes its block constants)."""
-    if optimizer not in memory.OPTIMIZERS:
-        raise ValueError(f"optimizer: must be one of {list(memory.OPTIMIZERS)}, got {optimizer!r}")
     return memory.optimizer_state_bytes_per_param(optimizer, "fp32")
 
 
@@ -604,3 +602,31 @@ def lora_breakeven_rank(model: str, module: str) -> int:
     """The rank at which a module's adapter has as many parameters as the module: in·out / (in + out)."""
     linear = _module(model, module)
     return round(linear.in_features * linear.out_features / (linear.in_features + linear.out_features))
+
+
+# --- the training recipe: autocast copies, attention heads, what fits -------------------------------
+
+
+@quantity("bytes")
+def autocast_copy_bytes(model: str) -> int:
+    """bf16 copies of the fp32 linear weights that autocast makes and keeps in mixed-precision full fine-tuning."""
+    return memory.autocast_weight_copies_bytes(model)
+
+
+@quantity("count")
+def model_heads(model: str) -> int:
+    """Query heads per attention layer."""
+    return architectures.get_architecture(model).num_attention_heads
+
+
+@quantity("count")
+def model_kv_heads(model: str) -> int:
+    """Key/value heads per attention layer (fewer than the query heads under grouped-query attention)."""
+    return architectures.get_architecture(model).num_key_value_heads
+
+
+@quantity("count")
+def fit_seq_len(model: str, method: str, r: int, targets: str, batch: int, ckpt: bool, gpu: str, kbit: bool = True) -> int:
+    """The longest sequence (tokens) whose training step fits the GPU, CUDA context included (0: none)."""
+    return memory.longest_fitting_seq_len(model, gpu, method=method, r=r, target_modules=targets, batch_size=batch,
+                                          gradient_checkpointing=ckpt, prepare_kbit=kbit)

@@ -73,9 +73,14 @@ class MemoryOut(BaseModel):
     model: str
     method: str
     base_dtype: str
-    optimizer: str
+    optimizer: str = Field(description="TrainingArguments.optim name the estimate used")
+    prepare_kbit: bool = Field(description="QLoRA went through prepare_model_for_kbit_training")
+    autocast: bool
+    residual_dtype: str = Field(description="dtype of the hidden states between blocks")
+    attention_kernel: str = Field(description="Attention kernel a CUDA device runs: flash, efficient, math or eager")
     trainable_params: int
-    total_bytes: int = Field(description="Peak allocated bytes (torch.cuda.max_memory_allocated)")
+    total_bytes: int = Field(description="Peak bytes on the device: torch.cuda.max_memory_allocated + paged_optimizer_bytes")
+    paged_optimizer_bytes: int = Field(description="Optimizer states in CUDA unified memory (not in max_memory_allocated)")
     cuda_context_bytes: int
     total_with_context_bytes: int
     peak_phase: str
@@ -175,11 +180,14 @@ def training_memory(query: Annotated[MemoryQuery, Query()]) -> MemoryOut:
             query.model, method=query.method, r=query.rank, target_modules=query.target_modules,
             base_dtype=query.base_dtype, optimizer=query.optimizer, batch_size=query.batch_size,
             seq_len=query.seq_len, gradient_checkpointing=query.gradient_checkpointing, attn_impl=query.attn_impl,
-            double_quant=query.double_quant, adapter_dtype=query.dtype,
+            double_quant=query.double_quant, adapter_dtype=query.dtype, prepare_kbit=query.prepare_kbit,
+            autocast=query.autocast,
         )
     return MemoryOut(
         model=estimate.model, method=estimate.method, base_dtype=estimate.base_dtype, optimizer=estimate.optimizer,
-        trainable_params=estimate.trainable_params, total_bytes=estimate.total_bytes,
+        prepare_kbit=estimate.prepare_kbit, autocast=estimate.autocast, residual_dtype=estimate.residual_dtype,
+        attention_kernel=estimate.attention_kernel, trainable_params=estimate.trainable_params,
+        total_bytes=estimate.total_bytes, paged_optimizer_bytes=estimate.paged_optimizer_bytes,
         cuda_context_bytes=estimate.cuda_context_bytes, total_with_context_bytes=estimate.total_with_context_bytes,
         peak_phase=estimate.peak_phase, breakdown=estimate.breakdown(),
         saved_activations_bytes=estimate.saved_activations_bytes,

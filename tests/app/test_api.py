@@ -53,6 +53,24 @@ def test_memory_returns_the_estimators_breakdown_and_verdicts(client):
     assert max(p["total_bytes"] for p in body["phases"]) == body["total_bytes"]
 
 
+def test_memory_takes_the_recipe_by_transformers_names(client):
+    """TrainingArguments.optim names, the old aliases, and the QLoRA kbit-preparation switch."""
+    query = {"model": "tinyllama-1.1b", "method": "qlora", "rank": 16, "target_modules": "all-linear",
+             "batch_size": 4, "seq_len": 2048, "optimizer": "paged_adamw_8bit"}
+    prepared = client.get("/api/v1/memory", params=query).json()
+    assert (prepared["optimizer"], prepared["prepare_kbit"], prepared["residual_dtype"]) == ("paged_adamw_8bit", True, "fp32")
+    assert prepared["attention_kernel"] == "math"  # fp32 attention with TinyLlama's grouped-query heads
+    plain = client.get("/api/v1/memory", params={**query, "prepare_kbit": "false"}).json()
+    assert (plain["prepare_kbit"], plain["residual_dtype"], plain["attention_kernel"]) == (False, "bf16", "flash")
+    assert prepared["total_bytes"] > 2 * plain["total_bytes"]
+    alias = client.get("/api/v1/memory", params={**query, "optimizer": "paged_adamw8bit"}).json()
+    assert alias["optimizer"] == "paged_adamw_8bit" and alias["total_bytes"] == prepared["total_bytes"]
+    foreach = client.get("/api/v1/memory", params={"model": "tinyllama-1.1b", "method": "full", "optimizer": "adamw_torch",
+                                                    "seq_len": 128}).json()
+    step = next(p for p in foreach["phases"] if p["name"] == "optimizer step")
+    assert step["breakdown"]["temporary"] == 4 * foreach["trainable_params"]  # sqrt(v) of every fp32 parameter
+
+
 def test_nf4_levels_equal_bitsandbytes(client):
     levels = client.get("/api/v1/nf4/levels").json()["levels"]
     assert levels == pytest.approx(BNB_NF4, abs=1e-7)
@@ -107,6 +125,8 @@ def test_scaling_series(client):
         ("memory", {"seq_len": 0}, "seq_len"),
         ("memory", {"method": "qlora", "base_dtype": "fp32"}, "base_dtype"),
         ("memory", {"optimizer": "adam-9000"}, "optimizer"),
+        ("memory", {"method": "qlora", "prepare_kbit": "maybe"}, "prepare_kbit"),
+        ("memory", {"method": "full", "autocast": "sometimes"}, "autocast"),
         ("nf4/levels", {"method": "nf5"}, "method"),
         ("nf4/error", {"blocksize": 1}, "blocksize"),
         ("nf4/overhead", {"model": "nope"}, "model"),

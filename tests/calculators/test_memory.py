@@ -40,17 +40,18 @@ def test_llama2_7b_bf16_weights():
 def test_llama2_7b_nf4_double_quant_by_hand():
     # Per layer: 4 attention tensors of 4096², 3 MLP tensors of 4096·11008.
     # Codes n/2; constants (double quant): n/64 one-byte absmax + 4 bytes per 256 blocks + fp32 offset
-    # + the 16-entry fp32 code book of each QuantState.
+    # + the 16-entry fp32 code book of each QuantState + the 256-entry fp32 code of its nested state
+    # (bitsandbytes 0.50, counted from real QuantStates in tests/training/test_memory_measured.py).
     attn, mlp = 4096 * 4096, 4096 * 11008
-    const_attn = attn // 64 + 4 * (attn // 64 // 256) + 4 + 64  # 266,308
-    const_mlp = mlp // 64 + 4 * (mlp // 64 // 256) + 4 + 64  # 715,588
-    assert (const_attn, const_mlp) == (266_308, 715_588)
+    const_attn = attn // 64 + 4 * (attn // 64 // 256) + 4 + 64 + 1024  # 267,332
+    const_mlp = mlp // 64 + 4 * (mlp // 64 // 256) + 4 + 64 + 1024  # 716,612
+    assert (const_attn, const_mlp) == (267_332, 716_612)
     quantized = 32 * (4 * attn + 3 * mlp)
     dense = LLAMA2_7B_PARAMS - quantized  # embeddings, lm_head, norms stay bf16
     assert dense == 2 * 32000 * 4096 + 65 * 4096
     base = memory.base_weights(get_architecture("llama-2-7b"), "nf4", double_quant=True)
     assert base.weights_bytes == quantized // 2 + 2 * dense == 3_762_823_168
-    assert base.quant_constants_bytes == 32 * (4 * const_attn + 3 * const_mlp) == 102_783_872
+    assert base.quant_constants_bytes == 32 * (4 * const_attn + 3 * const_mlp) == 103_013_248
     assert memory.qlora_base_bytes("llama-2-7b") == base.total_bytes
     single = memory.base_weights(get_architecture("llama-2-7b"), "nf4", double_quant=False)
     assert single.quant_constants_bytes == 32 * (4 * (attn // 64 * 4 + 64) + 3 * (mlp // 64 * 4 + 64))
@@ -74,9 +75,11 @@ def test_toy_layer_activations_by_hand():
     assert lora.linear_inputs == 0  # frozen base linears keep no input
     assert lora.saved_bytes == 72_448
     full = memory.layer_activation_bytes(TOY, 2, 16, base_trainable=True)
-    # each norm's normalized input and its output (2 × 2 tensors of T·h), and down_proj's input;
-    # o_proj's input is the sdpa output flash already keeps in (b, s, a·d) layout.
-    assert full.linear_inputs == 4 * 2 * 32 * 64 + 2 * 32 * 128
+    # each norm also keeps its normalized input (the weight's gradient); the linears keep each norm's
+    # output once (q, k, v share one, gate and up another) and down_proj's input; o_proj's input is
+    # the sdpa output flash already keeps in (b, s, a·d) layout.
+    assert full.norms == 2 * (4 * 32 * 64 + 4 * 32 + 2 * 32 * 64)
+    assert full.linear_inputs == 2 * 2 * 32 * 64 + 2 * 32 * 128
     assert full.saved_bytes == 78_592
     eager = memory.layer_activation_bytes(TOY, 2, 16, attn_impl="eager")
     assert eager.attention == 2 * 32 * 3 * 64 + (4 + 2) * 2 * 4 * 16 * 16  # q, repeated k, v; fp32 + bf16 probs
@@ -85,7 +88,11 @@ def test_toy_layer_activations_by_hand():
 def test_logits_peak_is_twelve_bytes_per_logit():
     assert memory.logits_peak_bytes(2, 512, 128_256) == 12 * 2 * 512 * 128_256
     est = estimate_memory("llama-3-8b", method="qlora", seq_len=4096, gradient_checkpointing=True)
-    assert est.phases[0].logits_and_loss == 12 * 4096 * 128_256
+    assert est.phase("loss backward").logits_and_loss == 12 * 4096 * 128_256
+    # the loss's forward: bf16 logits + their fp32 copy + the log-probs; prepared QLoRA's lm_head is fp32 already
+    lora = estimate_memory("llama-3-8b", method="lora", seq_len=4096, gradient_checkpointing=True)
+    assert lora.phase("loss forward").logits_and_loss == (2 + 4 + 4) * 4096 * 128_256
+    assert est.phase("loss forward").logits_and_loss == (4 + 4) * 4096 * 128_256
 
 
 def test_lora_state_is_16_bytes_per_trainable_param():
@@ -99,20 +106,42 @@ def test_lora_state_is_16_bytes_per_trainable_param():
 
 
 def test_full_ft_optimizer_step_is_16_bytes_per_param():
+    # mixed precision (the default): fp32 weights 4 + fp32 grads 4 + Adam 8
     est = estimate_memory("tinyllama-1.1b", method="full", seq_len=128)
-    step = next(p for p in est.phases if p.name == "optimizer step")
-    assert step.total_bytes == 16 * est.n_params
-    pure = estimate_memory("tinyllama-1.1b", method="full", seq_len=128, master_weights=False)
-    assert next(p for p in pure.phases if p.name == "optimizer step").total_bytes == 8 * pure.n_params
+    assert (est.base_dtype, est.autocast) == ("fp32", True)
+    assert est.phase("optimizer step").total_bytes == 16 * est.n_params
+    # ZeRO's accounting: bf16 weights 2 + bf16 grads 2 + fp32 master 4 + Adam 8
+    zero = estimate_memory("tinyllama-1.1b", method="full", base_dtype="bf16", master_weights=True, seq_len=128)
+    assert zero.phase("optimizer step").total_bytes == 16 * est.n_params
+    # pure bf16: weights, grads and torch's zeros_like(p) Adam states all bf16
+    pure = estimate_memory("tinyllama-1.1b", method="full", base_dtype="bf16", seq_len=128)
+    assert pure.phase("optimizer step").total_bytes == 8 * pure.n_params
+    # foreach AdamW (adamw_torch) adds sqrt(v) for every parameter during the step
+    foreach = estimate_memory("tinyllama-1.1b", method="full", seq_len=128, optimizer="adamw_torch")
+    assert foreach.phase("optimizer step").total_bytes == (16 + 4) * est.n_params
 
 
 def test_8bit_adamw_states():
     est = estimate_memory("llama-2-7b", method="lora", r=16, target_modules="q,v", optimizer="adamw8bit")
-    # A: 16×4096 and B: 4096×16 on q and v in 32 layers; 65,536 values → 256 blocks of 256.
-    assert est.optimizer_states_bytes == 32 * 4 * 2 * (65_536 + 4 * 256)
-    paged = estimate_memory("llama-2-7b", method="lora", optimizer="paged_adamw8bit")
-    assert any("Paged" in n for n in paged.notes)
+    assert est.optimizer == "adamw_bnb_8bit"  # the old name is an alias of transformers' spelling
+    # A: 16×4096 and B: 4096×16 on q and v in 32 layers; 65,536 values → 256 blocks of 256;
+    # plus the two 256-entry fp32 quantization maps every 8-bit state shares.
+    assert est.optimizer_states_bytes == 32 * 4 * 2 * (65_536 + 4 * 256) + 2 * 256 * 4
+    paged_qv = estimate_memory("llama-2-7b", method="lora", target_modules="q,v", optimizer="paged_adamw_8bit")
+    assert paged_qv.paged_optimizer_bytes == 0  # every tensor under bitsandbytes' 100,000-element paging threshold
+    # all linear layers: gate's and up's B (11008 × 16) and down's A (16 × 11008) have 176,128 elements, 688 blocks
+    paged = estimate_memory("llama-2-7b", method="lora", optimizer="paged_adamw_8bit")
+    assert paged.paged_optimizer_bytes == 32 * 3 * 2 * (176_128 + 4 * 688) == 34_344_960
+    full = estimate_memory("llama-2-7b", method="full", optimizer="paged_adamw_32bit", seq_len=64)
+    embedding = 32_000 * 4096
+    assert full.paged_optimizer_bytes >= 8 * embedding and any("unified memory" in n for n in full.notes)
     assert estimate_memory("llama-2-7b", method="lora", optimizer="sgd").optimizer_states_bytes == 0
+
+
+def test_adafactor_keeps_a_row_and_a_column():
+    # transformers' Adafactor (no first moment): fp32 row and column statistics per matrix, a full vector per vector
+    est = estimate_memory("llama-2-7b", method="lora", r=16, target_modules="q,v", optimizer="adafactor")
+    assert est.optimizer_states_bytes == 32 * 2 * 4 * ((16 + 4096) + (4096 + 16))
 
 
 def test_breakdown_sums_to_total_and_context_is_separate():
@@ -129,10 +158,15 @@ def test_gpu_catalogue_and_verdicts():
         assert wanted in names
     assert get_gpu("h100-80gb").memory_bytes == 80 * 2**30
     assert get_gpu("rtx-3090").usable_bytes == 24_576 * 2**20
+    # At the edge: nvidia-smi shows an RTX 4090 with 24,564 MiB, an RTX 3090 with 24,576 MiB, an L4 with 23,034 MiB.
+    mib = 2**20
+    exact = {v.slug: v for v in memory.gpu_verdicts(24_564 * mib)}
+    assert exact["rtx-4090"].fits and exact["rtx-4090"].headroom_bytes == 0
+    assert exact["rtx-3090"].fits and exact["rtx-3090"].headroom_bytes == 12 * mib
+    assert not exact["l4"].fits and exact["l4"].headroom_bytes == -1_530 * mib
+    over = {v.slug: v for v in memory.gpu_verdicts(24_564 * mib + 1)}
+    assert not over["rtx-4090"].fits and over["rtx-4090"].headroom_bytes == -1
     est = estimate_memory("llama-2-7b", method="qlora", seq_len=1024, gradient_checkpointing=True)
-    for v in est.verdicts:
-        assert v.fits == (est.total_with_context_bytes <= v.usable_bytes)
-        assert v.headroom_bytes == v.usable_bytes - est.total_with_context_bytes
     assert all(v.fits for v in est.verdicts if v.memory_bytes >= 24 * 2**30)
     assert not any(v.fits for v in estimate_memory("llama-2-70b", method="full").verdicts)
 
@@ -143,7 +177,7 @@ def test_memory_vs_model_size_curves():
     assert sizes == sorted(sizes) and sizes[0] < 0.6e9 and sizes[-1] > 60e9
     for point in curves.models:
         full, lora, qlora = (point.by_method(m).total_bytes for m in ("full", "lora", "qlora"))
-        assert qlora < lora < full
+        assert qlora < lora < full  # checkpointing on, 512 tokens: the weights decide
     xs, ys = curves.series("qlora")
     assert len(xs) == len(ys) == len(curves.models)
 
@@ -172,15 +206,34 @@ def test_checkpointing_never_increases_activations(model, method, batch, seq, at
     on = estimate_memory(model, gradient_checkpointing=True, **kw)
     off = estimate_memory(model, gradient_checkpointing=False, **kw)
     assert on.saved_activations_bytes <= off.saved_activations_bytes
-    assert on.total_bytes <= off.total_bytes
+    if method == "dora":
+        # DoRA recomputes its weight norm (three fp32 copies of the biggest weight) while the other
+        # gradients exist: at short sequences checkpointing can raise DoRA's peak
+        return
+    # at a handful of tokens the recomputed block's transients can outweigh what checkpointing saves, by kilobytes
+    assert on.total_bytes <= off.total_bytes + 2**20
 
 
 @FAST
-@given(st.sampled_from(SMALL_DECODERS[2:]), st.integers(1, 4), st.integers(1, 2048), st.booleans())
-def test_qlora_below_lora_below_full(model, batch, seq, ckpt):
-    kw = dict(batch_size=batch, seq_len=seq, gradient_checkpointing=ckpt)
+@given(st.sampled_from(SMALL_DECODERS[2:]), st.integers(1, 4), st.integers(1, 1024))
+def test_with_checkpointing_qlora_below_lora_below_full(model, batch, seq):
+    kw = dict(batch_size=batch, seq_len=seq, gradient_checkpointing=True)
     totals = [estimate_memory(model, method=m, **kw).total_bytes for m in ("qlora", "lora", "full")]
     assert totals[0] < totals[1] < totals[2]
+
+
+def test_qlora_without_checkpointing_can_need_more_than_bf16_lora():
+    """prepare_model_for_kbit_training makes the hidden states fp32 and, with grouped-query heads,
+    sends SDPA to the math kernel: at 4 × 2,048 tokens QLoRA on TinyLlama needs far more than LoRA."""
+    kw = dict(batch_size=4, seq_len=2048, gradient_checkpointing=False)
+    qlora = estimate_memory("tinyllama-1.1b", method="qlora", **kw)
+    lora = estimate_memory("tinyllama-1.1b", method="lora", **kw)
+    assert (qlora.residual_dtype, qlora.attention_kernel, lora.attention_kernel) == ("fp32", "math", "flash")
+    assert qlora.total_bytes > 2.5 * lora.total_bytes
+    # with checkpointing (or without the preparation) the order is the familiar one again
+    assert estimate_memory("tinyllama-1.1b", method="qlora", batch_size=4, seq_len=2048,
+                           gradient_checkpointing=True).total_bytes < lora.total_bytes
+    assert estimate_memory("tinyllama-1.1b", method="qlora", prepare_kbit=False, **kw).total_bytes < lora.total_bytes
 
 
 def test_lora_activations_can_outgrow_full_ft_on_tiny_models():
@@ -212,7 +265,11 @@ def test_flash_never_above_eager(model, method, batch, seq, ckpt):
         ({"batch_size": -1}, "batch_size"),
         ({"seq_len": 0}, "seq_len"),
         ({"r": 0}, "r"),
-        ({"optimizer": "adafactor"}, "optimizer"),
+        ({"optimizer": "adam-9000"}, "optimizer"),
+        ({"optimizer": "adamw", "fused_optimizer": "yes"}, "fused_optimizer"),
+        ({"prepare_kbit": "yes"}, "prepare_kbit"),
+        ({"autocast": 1}, "autocast"),
+        ({"attention_kernel": "cudnn"}, "attention_kernel"),
         ({"method": "lokr"}, "method"),
         ({"base_dtype": "fp8"}, "base_dtype"),
         ({"method": "qlora", "base_dtype": "bf16"}, "base_dtype"),
@@ -241,41 +298,19 @@ def test_unknown_model_and_gpu_name_the_field():
         memory.weight_bytes(-1, "bf16")
 
 
-# --- parity with PyTorch autograd (CPU) --------------------------------------------------
+def test_autocast_keeps_a_bf16_copy_of_every_linear_weight():
+    # Llama-2-7B: every parameter but the embedding (32,000 × 4,096) and the 65 norm vectors is a linear weight
+    linear = LLAMA2_7B_PARAMS - 32_000 * 4096 - 65 * 4096
+    assert memory.autocast_weight_copies_bytes("llama-2-7b") == 2 * linear == 13_214_154_752
+    est = estimate_memory("llama-2-7b", method="full", seq_len=256)  # fp32 weights + bf16 autocast, no checkpointing
+    assert est.phase("loss backward").weight_copies == 2 * linear
 
 
-@pytest.mark.parametrize("method, targets", [("full", "all-linear"), ("lora", "all-linear"), ("lora", "q_proj,v_proj")])
-def test_saved_activations_match_autograd(method, targets):
-    """Every tensor autograd keeps for backward in a real (tiny, bf16) transformers Llama with
-    peft LoRA, deduplicated by storage, against saved_activations_bytes + the kept log-probs."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    peft = pytest.importorskip("peft")
-    arch = Architecture("toy-gqa", "Toy", "llama", "llama", "LlamaForCausalLM", hidden_size=128, intermediate_size=256,
-                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=300,
-                        max_position_embeddings=128, tie_word_embeddings=False)
-    config = transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, vocab_size=300, max_position_embeddings=128, use_cache=False,
-                                      attn_implementation="sdpa")
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).to(torch.bfloat16)
-    if method == "lora":
-        names = targets if targets == "all-linear" else targets.split(",")
-        model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=names, lora_dropout=0.0))
-    model.train()
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    kept: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in params:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    ids = torch.randint(0, 300, (2, 32))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids)
-    est = estimate_memory(arch, method=method, r=4, target_modules=targets, batch_size=2, seq_len=32,
-                          master_weights=False if method == "full" else None)
-    predicted = est.saved_activations_bytes + 4 * 2 * 32 * 300  # + log_softmax's fp32 output
-    assert sum(kept.values()) == pytest.approx(predicted, rel=0.01)
+def test_longest_fitting_sequence_is_the_edge():
+    kw = dict(method="qlora", r=16, target_modules="all-linear", batch_size=1, gradient_checkpointing=True)
+    longest = memory.longest_fitting_seq_len("llama-2-70b", "rtx-a6000", **kw)
+    fits = {s: estimate_memory("llama-2-70b", seq_len=s, gpus=(get_gpu("rtx-a6000"),), **kw).verdicts[0].fits
+            for s in (longest, longest + 1)}
+    assert fits == {longest: True, longest + 1: False}
+    assert 0 < memory.longest_fitting_seq_len("llama-2-70b", "rtx-a6000", **{**kw, "gradient_checkpointing": False}) < longest
+    assert memory.longest_fitting_seq_len("llama-2-70b", "rtx-4090", method="full") == 0
