@@ -4,7 +4,8 @@ The estimator (`calculators.memory.estimate_memory`) evaluates a few moments of 
 exactly (its `phases`); this module lays them on a timeline and fills in the layer-by-layer
 walk between them. The forward pass adds each block's saved activations in turn, the loss
 adds its fp32 buffers, the backward pass frees a block's activations as it creates that
-block's gradients, the optimizer updates in place, and `zero_grad(set_to_none=True)` frees
+block's gradients, the optimizer updates in place (autocast's 16-bit weight copies, alive
+from the forward pass until their block's backward, are drawn as temporary), and `zero_grad(set_to_none=True)` frees
 the gradients. Between two of the estimator's moments the walk is linear in the block
 index (every block has the same shape), so the timeline's peak is the estimate's peak.
 Pure Python: runs under Pyodide.
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from calculators.memory import MemoryEstimate, PhaseMemory
+from calculators.memory import COMPONENTS, MemoryEstimate, PhaseMemory
 
 __all__ = ["STAGES", "TimelinePoint", "StepTimeline", "step_timeline"]
 
@@ -67,6 +68,21 @@ def _point(position: float, stage: str, phase: PhaseMemory, gradients: float, ac
                          round(temporary))
 
 
+def _at(position: float, stage: str, phase: PhaseMemory) -> TimelinePoint:
+    """One of the estimator's moments, exactly; autocast's 16-bit weight copies count as temporary."""
+    return _point(position, stage, phase, phase.gradients, phase.activations, phase.logits_and_loss,
+                  phase.temporary + phase.weight_copies)
+
+
+def _between(position: float, stage: str, a: PhaseMemory, b: PhaseMemory, share: float) -> TimelinePoint:
+    """A block-by-block walk from moment a (share 0) to moment b (share 1), linear in the block index."""
+    def mix(part: str) -> float:
+        return getattr(a, part) + share * (getattr(b, part) - getattr(a, part))
+
+    return _point(position, stage, b, mix("gradients"), mix("activations"), mix("logits_and_loss"),
+                  mix("temporary") + mix("weight_copies"))
+
+
 def step_timeline(estimate: MemoryEstimate, n_layers: int, samples_per_pass: int = 8) -> StepTimeline:
     """The step of `estimate` as points on a 0..1 timeline (one per `samples_per_pass` blocks and each phase)."""
     if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
@@ -75,36 +91,32 @@ def step_timeline(estimate: MemoryEstimate, n_layers: int, samples_per_pass: int
         raise ValueError(f"samples_per_pass: must be a positive integer, got {samples_per_pass!r}")
     phases = {p.name: p for p in estimate.phases}
     try:
-        loss, last, end, optim = (phases[n] for n in ("loss backward", "backward, last layer", "backward end",
-                                                      "optimizer step"))
+        loss_fwd, loss, last, first, optim = (phases[n] for n in (
+            "loss forward", "loss backward", "backward, last layer", "backward, first layer", "optimizer step"))
     except KeyError as exc:
         raise ValueError(f"estimate: missing the phase {exc.args[0]!r}") from exc
     forward_last = phases.get("forward, last layer")
     grads_before = loss.gradients  # non-zero only with gradient accumulation
-    stored = loss.activations
+    start = _point(0.0, "forward", loss, grads_before, 0, 0, 0)
+    start_phase = PhaseMemory("step start", **{**{c: 0 for c in COMPONENTS}, **{c: getattr(loss, c) for c in PERSISTENT},
+                                               "gradients": grads_before})
+    # The forward pass walks towards the moment its last block runs (or, without such a moment, the loss).
+    forward_end = forward_last or loss_fwd
     steps = min(samples_per_pass, n_layers)
-    points: list[TimelinePoint] = [_point(0.0, "forward", loss, grads_before, 0, 0, 0)]
+    points: list[TimelinePoint] = [start]
     for k in range(1, steps + 1):
-        share = k / steps
-        position = _FORWARD[0] + share * (_FORWARD[1] - _FORWARD[0])
-        temporary = forward_last.temporary if forward_last is not None and k == steps else 0
-        points.append(_point(position, "forward", loss, grads_before, stored * share, 0, temporary))
-    for position in (_LOSS[0] + 0.01, _LOSS[1] - 0.01):  # the loss buffers live through the loss's backward
-        points.append(_point(position, "loss", loss, loss.gradients, loss.activations, loss.logits_and_loss,
-                             loss.temporary))
-    points.append(_point(_BACKWARD[0], "backward", last, last.gradients, last.activations, last.logits_and_loss,
-                         last.temporary))
-    for k in range(1, steps):
-        share = k / steps  # blocks done, walking down from the last
-        position = _BACKWARD[0] + share * (_BACKWARD[1] - _BACKWARD[0])
-        points.append(_point(position, "backward", end,
-                             last.gradients + share * (end.gradients - last.gradients),
-                             last.activations + share * (end.activations - last.activations), 0,
-                             last.temporary + share * (end.temporary - last.temporary)))
-    points.append(_point(_BACKWARD[1], "backward", end, end.gradients, end.activations, 0, end.temporary))
-    points.append(_point(_OPTIMIZER[0] + 0.04, "optimizer", optim, optim.gradients, optim.activations, 0,
-                         optim.temporary))
-    points.append(_point(_OPTIMIZER[1], "optimizer", optim, optim.gradients, optim.activations, 0, optim.temporary))
+        position = _FORWARD[0] + k / steps * (_FORWARD[1] - _FORWARD[0])
+        points.append(_at(position, "forward", forward_end) if k == steps
+                      else _between(position, "forward", start_phase, forward_end, k / steps))
+    points.append(_at(_LOSS[0] + 0.01, "loss", loss_fwd))
+    points.append(_at(_LOSS[1] - 0.01, "loss", loss))
+    points.append(_at(_BACKWARD[0], "backward", last))
+    for k in range(1, steps):  # blocks done, walking down from the last
+        position = _BACKWARD[0] + k / steps * (_BACKWARD[1] - _BACKWARD[0])
+        points.append(_between(position, "backward", last, first, k / steps))
+    points.append(_at(_BACKWARD[1], "backward", first))
+    points.append(_at(_OPTIMIZER[0] + 0.04, "optimizer", optim))
+    points.append(_at(_OPTIMIZER[1], "optimizer", optim))
     points.append(_point(_NEXT[0] + 0.01, "next step", optim, grads_before, 0, 0, 0))
     points.append(_point(_NEXT[1], "next step", optim, grads_before, 0, 0, 0))
     spans = (("forward", *_FORWARD), ("loss", *_LOSS), ("backward", *_BACKWARD), ("optimizer", *_OPTIMIZER),
