@@ -209,7 +209,7 @@ def test_scaling_demo_follows_every_control(client):
     ("prompt", {"num_virtual_tokens"}, set()),
     ("ia3", set(), {"num_virtual_tokens"}),
     ("lora", {"rank", "alpha", "rslora", "dropout", "target_modules"}, {"num_virtual_tokens"}),
-    ("qlora", {"rank", "alpha", "rslora", "dropout", "target_modules"}, {"num_virtual_tokens"}),
+    ("qlora", {"rank", "alpha", "rslora", "dropout", "target_modules", "prepare_kbit"}, {"num_virtual_tokens"}),
 ])
 def test_configurator_controls_follow_the_method(client, method, enabled, hidden):
     soup = _soup(client.get("/instruments/configurator", params={"method": method}, headers=HTML))
