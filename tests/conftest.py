@@ -85,3 +85,38 @@ def live_server() -> Iterator[str]:
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+# --- the training lab: its real model and a small slice of its task -------------------------------
+
+
+@pytest.fixture(scope="session")
+def lab_model_dir() -> Path:
+    """The real SmolLM2-135M-Instruct cache (built here if the set-up step has not run yet).
+    In-process tests load it through training.model.load_base, which reads it once per process."""
+    pytest.importorskip("torch")
+    from training.model_cache import build_cache
+
+    return build_cache(Settings().lab_model_dir)
+
+
+@pytest.fixture(scope="session")
+def small_task():
+    """Eight training requests and two held-out ones of the real task (short runs stay fast)."""
+    pytest.importorskip("torch")
+    from training.task import ChatTask, load_task
+
+    task = load_task()
+    return ChatTask("small", task.system_prompt, task.train[:8], task.test[:2])
+
+
+@pytest.fixture(scope="session")
+def small_task_dir(tmp_path_factory, small_task) -> Path:
+    """`small_task` as JSONL files, for a server configured with LORALAB_LAB_TASK_DIR."""
+    import json
+
+    folder = tmp_path_factory.mktemp("small-task")
+    for name, examples in (("train", small_task.train), ("test", small_task.test)):
+        rows = [json.dumps({"prompt": e.prompt, "answer": e.answer}) for e in examples]
+        (folder / f"{name}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
