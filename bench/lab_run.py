@@ -3,7 +3,8 @@
 Runs the lab's default settings (`app.lab.TrainRequest()`; `--methods` adds others) on the
 cached SmolLM2-135M-Instruct and the full task, exactly as the job worker does (same threads:
 all cores), in a fresh process so the model load is counted like a first run on a new server.
-Prints wall time (load, evaluation and training included), tokens/s, held-out exact match and
+Prints wall time (load, evaluation and training included) and the process's CPU time (all
+threads; on a loaded machine wall time stretches, CPU time much less), tokens/s, held-out exact match and
 answer-token loss before → after, trainable parameters (measured / predicted), memory
 (measured / predicted; on a CPU the tensor accounting of training.run.RunSummary beside the
 estimator's same terms) and two held-out before/after answers.
@@ -41,16 +42,17 @@ def run(method: str, steps: int | None, settings: Settings) -> dict:
     config["target_modules"] = tuple(config["target_modules"])
     step_records: list[StepMetrics] = []
     summary: RunSummary | None = None
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as out:
         for record in train(TrainConfig(**config), settings.lab_model_dir, output_dir=out, task=load_task(settings.lab_task_dir)):
             if isinstance(record, StepMetrics):
                 step_records.append(record)
             elif isinstance(record, RunSummary):
                 summary = record
-    wall_s = time.perf_counter() - started
+    wall_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     predicted = predict_run(request, lab_model(settings), on_gpu=torch.cuda.is_available(), seq_len=summary.max_batch_tokens)
-    return {"method": method, "request": request, "summary": summary, "steps": step_records, "predicted": predicted, "wall_s": wall_s}
+    return {"method": method, "request": request, "summary": summary, "steps": step_records, "predicted": predicted, "wall_s": wall_s,
+            "cpu_s": cpu_s}
 
 
 def main() -> None:
@@ -66,14 +68,14 @@ def main() -> None:
     print(f"torch {torch.__version__}, {device}, load average {load:.1f} at the end, {dt.date.today()}; "
           f"command: python bench/lab_run.py --methods {args.methods}" + (f" --steps {args.steps}" if args.steps else ""))
     print()
-    print("| method | r | steps × batch | wall (s) | of which training (s) | tokens/s | exact match before → after "
+    print("| method | r | steps × batch | wall (s) | CPU time (s) | of which training (s) | tokens/s | exact match before → after "
           "| answer loss before → after | trainable (measured / predicted) | memory (measured / predicted) |")
-    print("| --- | ---: | --- | ---: | ---: | ---: | --- | --- | --- | --- |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |")
     for row in rows:
         r, s, p = row["request"], row["summary"], row["predicted"]
         n = s.held_out
         memory_predicted = p["accounted_bytes"] if s.peak_memory_kind == "cpu_tensor_accounting" else p["peak_memory_bytes"]
-        print(f"| {row['method']} | {r.rank} | {r.steps} × {r.batch_size} | {row['wall_s']:.1f} | {s.train_s:.1f} "
+        print(f"| {row['method']} | {r.rank} | {r.steps} × {r.batch_size} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} | {s.train_s:.1f} "
               f"| {s.tokens_per_s:,.0f} | {round(s.exact_match_before * n)}/{n} → {round(s.exact_match_after * n)}/{n} "
               f"| {s.answer_loss_before:.3f} → {s.answer_loss_after:.3f} | {s.trainable_params:,} / {p['trainable_params']:,} "
               f"| {format_gpu_bytes(s.peak_memory_bytes)} / {format_gpu_bytes(memory_predicted)} |")

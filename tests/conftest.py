@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,14 +55,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server() -> Iterator[str]:
-    """The real server (`loralab serve`) in a subprocess, as a reader would reach it."""
+@contextmanager
+def serving(env: dict[str, str] | None = None) -> Iterator[str]:
+    """`loralab serve` in a subprocess on a free loopback port (extra environment: `env`)."""
     port = _free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"loralab-server-{port}.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -78,13 +80,22 @@ def live_server() -> Iterator[str]:
     else:
         process.kill()
         raise RuntimeError(f"server did not become healthy, see {log.name}")
-    yield base
-    process.terminate()
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[str]:
+    """The real server (`loralab serve`) in a subprocess, as a reader would reach it."""
+    with serving() as base:
+        yield base
 
 
 # --- the training lab: its real model and a small slice of its task -------------------------------

@@ -39,7 +39,9 @@ def base_model_name(model_dir: str | Path) -> str:
 def load_base(model_dir: str) -> tuple[nn.Module, object]:
     """The base model (float32, eval mode) and tokenizer, read once per folder per process."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a server log line per tensor helps nobody
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(

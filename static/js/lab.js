@@ -48,8 +48,9 @@
   var METHOD_NAMES = { lora: "LoRA", qlora: "QLoRA", dora: "DoRA" };
 
   function label(request) {
-    return (METHOD_NAMES[request.method] || request.method) + " r=" + request.rank + " α=" + request.alpha +
-      " · " + request.target_modules.length + " target kinds · " + request.steps + " steps";
+    var targets = form.querySelector("#lab-targets");
+    return (METHOD_NAMES[request.method] || request.method) + " r=" + request.rank + " α=" + request.alpha + " on " +
+      targets.options[targets.selectedIndex].text + ", " + request.steps + " steps";
   }
 
   // Before the first run, the status line says what the book's calculators predict for the
@@ -75,6 +76,7 @@
   showPrediction();
 
   function drawLoss() {
+    plotEl.hidden = false;
     window.loralabLoadPlotly().then(function (Plotly) {
       var css = getComputedStyle(document.documentElement);
       var text = css.getPropertyValue("--text").trim(), grid = css.getPropertyValue("--border").trim();

@@ -26,7 +26,7 @@ def lab_client(tmp_path_factory, lab_model_dir, small_task_dir):
     from app.settings import Settings
 
     data_dir = tmp_path_factory.mktemp("data")
-    settings = replace(Settings(), max_queued_jobs=2, job_time_limit_s=600, lab_task_dir=small_task_dir,
+    settings = replace(Settings(), max_queued_jobs=2, job_time_limit_s=3600, lab_task_dir=small_task_dir,
                        data_dir=data_dir, model_cache_dir=lab_model_dir, try_max_new_tokens=24)
     app = create_app(settings)
     with TestClient(app) as client:

@@ -5,16 +5,11 @@ on a request of one's own, download an adapter that peft loads."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 import zipfile
 
-import httpx
 import pytest
 
-from app.settings import PROJECT_ROOT
+from tests.conftest import serving
 
 pytestmark = pytest.mark.browser
 
@@ -22,28 +17,10 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def lab_server(tmp_path_factory, lab_model_dir, small_task_dir):
     """`loralab serve` configured, as a self-hoster could, with an eight-request slice of the task."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "LORALAB_LAB_TASK_DIR": str(small_task_dir), "LORALAB_MODEL_CACHE": str(lab_model_dir),
+    env = {"LORALAB_LAB_TASK_DIR": str(small_task_dir), "LORALAB_MODEL_CACHE": str(lab_model_dir),
            "LORALAB_DATA_DIR": str(tmp_path_factory.mktemp("data")), "LORALAB_TRY_MAX_NEW_TOKENS": "48"}
-    log = open(tmp_path_factory.mktemp("log") / "server.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                               cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield base
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    with serving(env) as base:
+        yield base
 
 
 def test_a_short_run_from_the_page(lab_server, lab_model_dir, browser_context_factory, screenshot_dir, tmp_path):
