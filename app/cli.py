@@ -1,4 +1,4 @@
-"""`loralab serve`: run the book with uvicorn."""
+"""`loralab serve`: run the book with uvicorn; `loralab cache-model`: the lab's set-up step."""
 
 from __future__ import annotations
 
@@ -13,9 +13,22 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
     commands.add_parser("render-maths", help="typeset every chapter's maths with KaTeX (Node) into the cache")
+    commands.add_parser("cache-model", help="cache the lab's base model (set-up step; a no-op when current)")
     args = parser.parse_args(argv)
     if args.command == "render-maths":
         render_maths()
+        return
+
+    if args.command == "cache-model":
+        from app.settings import get_settings
+        from training.model_cache import build_cache
+
+        settings = get_settings()
+        if settings.model_path is not None:
+            print("LORALAB_MODEL_PATH is set: the lab trains that checkpoint; nothing to cache")
+            return
+        build_cache(settings.lab_model_dir)
+        print("the lab's model is cached (LORALAB_MODEL_CACHE / LORALAB_DATA_DIR choose where)")
         return
 
     import uvicorn

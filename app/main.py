@@ -50,7 +50,10 @@ def _job_manager(settings: Settings) -> tuple[Callable[[], JobManager], Callable
     def get() -> JobManager:
         with lock:
             if not holder:
-                holder.append(JobManager(settings.max_queued_jobs, settings.job_time_limit_s))
+                holder.append(JobManager(
+                    settings.max_queued_jobs, settings.job_time_limit_s, settings.lab_model_dir, settings.lab_task_dir,
+                    jobs_root=settings.data_dir / "runs", try_max_new_tokens=settings.try_max_new_tokens,
+                ))
             return holder[0]
 
     def close() -> None:

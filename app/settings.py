@@ -16,6 +16,11 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value).resolve() if value else default
 
 
+def _env_optional_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value).resolve() if value else None
+
+
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     if value is None or value == "":
@@ -36,16 +41,30 @@ class Settings:
     site_title: str = "LoRA Lab"
     # Re-read chapters from disk when their files change (handy while writing).
     reload_content: bool = field(default_factory=lambda: os.environ.get("LORALAB_RELOAD_CONTENT", "0") == "1")
-    # The training lab: which local checkpoint to fine-tune, and the job limits.
-    model_path: Path | None = field(
-        default_factory=lambda: Path(os.environ["LORALAB_MODEL_PATH"]) if os.environ.get("LORALAB_MODEL_PATH") else None
-    )
+    # Where runs and caches live (git-ignored `var/` by default; `/data` in the container).
+    data_dir: Path = field(default_factory=lambda: _env_path("LORALAB_DATA_DIR", PROJECT_ROOT / "var"))
+    # The lab's base model, SmolLM2-135M-Instruct, as the set-up step caches it (safetensors +
+    # tokenizer). Empty: `<data_dir>/models/smollm2-135m-instruct`; a container bakes it elsewhere.
+    model_cache_dir: Path | None = field(default_factory=lambda: _env_optional_path("LORALAB_MODEL_CACHE"))
+    # A self-hoster's own local causal-LM checkpoint (a folder), used instead of the cached model.
+    model_path: Path | None = field(default_factory=lambda: _env_optional_path("LORALAB_MODEL_PATH"))
+    # The lab's task: train.jsonl + test.jsonl of {"prompt", "answer"} (data/lora_config/build.py).
+    lab_task_dir: Path = field(default_factory=lambda: _env_path("LORALAB_LAB_TASK_DIR", PROJECT_ROOT / "data" / "lora_config"))
     max_queued_jobs: int = field(default_factory=lambda: _env_int("LORALAB_MAX_QUEUED_JOBS", 4))
     job_time_limit_s: int = field(default_factory=lambda: _env_int("LORALAB_JOB_TIME_LIMIT_S", 600))
     # Maths typeset on the server (app.maths): KaTeX's output cached here, Node to fill the cache.
     maths_cache_path: Path = field(
         default_factory=lambda: _env_path("LORALAB_MATHS_CACHE", PROJECT_ROOT / "build" / "katex-cache.json"))
     node_path: str | None = field(default_factory=lambda: os.environ.get("LORALAB_NODE") or shutil.which("node"))
+    # "Try it": a reader's prompt, answered by the base and the adapted model (bounded).
+    try_max_new_tokens: int = field(default_factory=lambda: _env_int("LORALAB_TRY_MAX_NEW_TOKENS", 64))
+
+    @property
+    def lab_model_dir(self) -> Path:
+        """The folder the lab loads its base model from: LORALAB_MODEL_PATH, else the cache."""
+        if self.model_path is not None:
+            return self.model_path
+        return self.model_cache_dir or self.data_dir / "models" / "smollm2-135m-instruct"
 
 
 @lru_cache(maxsize=1)

@@ -1,69 +1,89 @@
-"""The lab's default runs, end to end, with the calculators' predictions beside the measurement.
+"""Time the lab's default run end to end, as a reader starts it, and print what it learned.
 
-Trains the lab's shipped model (all-MiniLM-L6-v2, or LORALAB_MODEL_PATH) on the reviews task
-with the lab page's default settings, once per method, exactly as the job worker does, and
-prints wall time, tokens/s, accuracy before → after, trainable parameters (measured vs
-predicted) and peak memory (measured vs predicted; on a CPU the measurement is the tensor
-accounting described in training.run.RunSummary, on CUDA torch.cuda.max_memory_allocated).
+Runs the lab's default settings (`app.lab.TrainRequest()`; `--methods` adds others) on the
+cached SmolLM2-135M-Instruct and the full task, exactly as the job worker does (same threads:
+all cores), in a fresh process so the model load is counted like a first run on a new server.
+Prints wall time (load, evaluation and training included) and the process's CPU time (all
+threads; on a loaded machine wall time stretches, CPU time much less), tokens/s, held-out exact match and
+answer-token loss before → after, trainable parameters (measured / predicted), memory
+(measured / predicted; on a CPU the tensor accounting of training.run.RunSummary beside the
+estimator's same terms) and two held-out before/after answers.
 
-    .venv/bin/python bench/lab_run.py [--methods lora,dora,qlora] [--steps 150]
+    .venv/bin/python bench/lab_run.py [--methods lora,dora,qlora] [--steps N]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import statistics
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from app.formatting import format_gpu_bytes  # noqa: E402
 from app.lab import TrainRequest, lab_model, predict_run  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from training.run import RunSummary, StepMetrics, TrainConfig, train  # noqa: E402
+from training.task import load_task  # noqa: E402
 
 
-def run(method: str, steps: int) -> dict:
-    request = TrainRequest(method=method, steps=steps)
-    config = {**request.training_config()}
+def run(method: str, steps: int | None, settings: Settings) -> dict:
+    request = TrainRequest(method=method, **({"steps": steps} if steps else {}))
+    config = request.training_config()
     config["target_modules"] = tuple(config["target_modules"])
-    steps_seen: list[StepMetrics] = []
+    step_records: list[StepMetrics] = []
     summary: RunSummary | None = None
+    started, cpu_started = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as out:
-        for record in train(TrainConfig(**config), output_dir=out):
+        for record in train(TrainConfig(**config), settings.lab_model_dir, output_dir=out, task=load_task(settings.lab_task_dir)):
             if isinstance(record, StepMetrics):
-                steps_seen.append(record)
-            else:
+                step_records.append(record)
+            elif isinstance(record, RunSummary):
                 summary = record
-    predicted = predict_run(request, lab_model(Settings()), on_gpu=torch.cuda.is_available())
-    return {"method": method, "request": request, "summary": summary, "steps": steps_seen, "predicted": predicted}
+    wall_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    predicted = predict_run(request, lab_model(settings), on_gpu=torch.cuda.is_available(), seq_len=summary.max_batch_tokens)
+    return {"method": method, "request": request, "summary": summary, "steps": step_records, "predicted": predicted, "wall_s": wall_s,
+            "cpu_s": cpu_s}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="lora,dora,qlora")
-    parser.add_argument("--steps", type=int, default=TrainRequest().steps)
+    parser.add_argument("--methods", default="lora")
+    parser.add_argument("--steps", type=int, default=None, help="default: the lab's default")
     args = parser.parse_args()
-    rows = [run(method, args.steps) for method in args.methods.split(",")]
+    torch.set_num_threads(os.cpu_count() or 1)  # as training.worker does
+    settings = Settings()
+    rows = [run(method, args.steps, settings) for method in args.methods.split(",")]
     device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {device}, {dt.date.today()}; command: python bench/lab_run.py "
-          f"--methods {args.methods} --steps {args.steps}")
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {device}, load average {load:.1f} at the end, {dt.date.today()}; "
+          f"command: python bench/lab_run.py --methods {args.methods}" + (f" --steps {args.steps}" if args.steps else ""))
     print()
-    print("| method | r | steps × batch × seq | wall (s) | tokens/s (median) | accuracy before → after "
-          "| trainable (measured / predicted) | peak memory (measured / predicted) |")
-    print("| --- | ---: | --- | ---: | ---: | --- | --- | --- |")
+    print("| method | r | steps × batch | wall (s) | CPU time (s) | of which training (s) | tokens/s | exact match before → after "
+          "| answer loss before → after | trainable (measured / predicted) | memory (measured / predicted) |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | --- | --- | --- |")
     for row in rows:
         r, s, p = row["request"], row["summary"], row["predicted"]
-        tokens = statistics.median(step.tokens_per_s for step in row["steps"])
-        peak = max(step.peak_memory_bytes for step in row["steps"])
-        print(f"| {row['method']} | {r.rank} | {r.steps} × {r.batch_size} × {r.seq_len} | {s.wall_s:.1f} | {tokens:,.0f} "
-              f"| {s.accuracy_before:.1%} → {s.accuracy_after:.1%} | {s.trainable_params:,} / {p['trainable_params']:,} "
-              f"| {peak / 2**20:,.1f} / {p['peak_memory_bytes'] / 2**20:,.1f} MiB |")
+        n = s.held_out
+        memory_predicted = p["accounted_bytes"] if s.peak_memory_kind == "cpu_tensor_accounting" else p["peak_memory_bytes"]
+        print(f"| {row['method']} | {r.rank} | {r.steps} × {r.batch_size} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} | {s.train_s:.1f} "
+              f"| {s.tokens_per_s:,.0f} | {round(s.exact_match_before * n)}/{n} → {round(s.exact_match_after * n)}/{n} "
+              f"| {s.answer_loss_before:.3f} → {s.answer_loss_after:.3f} | {s.trainable_params:,} / {p['trainable_params']:,} "
+              f"| {format_gpu_bytes(s.peak_memory_bytes)} / {format_gpu_bytes(memory_predicted)} |")
+    for row in rows:
+        print(f"\n{row['method']}: held-out answers before → after (expected)")
+        for sample in row["summary"].samples[:2]:
+            print(f"- request: {sample['prompt']}\n  before: {sample['before']!r}\n  after: {sample['after']!r}\n"
+                  f"  expected: {sample['expected']!r}")
 
 
 if __name__ == "__main__":

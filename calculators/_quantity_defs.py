@@ -396,7 +396,7 @@ def loraplus_ratio() -> float:
 
 @quantity("count")
 def lab_examples(split: str) -> int:
-    """Examples in one split of the lab's reviews task."""
+    """Examples in one split of the lab's task (train or test: held-out requests)."""
     return lab_task.lab_examples(split)
 
 
@@ -630,3 +630,36 @@ def fit_seq_len(model: str, method: str, r: int, targets: str, batch: int, ckpt:
     """The longest sequence (tokens) whose training step fits the GPU, CUDA context included (0: none)."""
     return memory.longest_fitting_seq_len(model, gpu, method=method, r=r, target_modules=targets, batch_size=batch,
                                           gradient_checkpointing=ckpt, prepare_kbit=kbit)
+
+
+@quantity("count")
+def lab_max_tokens() -> int:
+    """Tokens in the longest training example of the lab's task (SmolLM2's chat template)."""
+    return lab_task.LAB_TASK_MAX_TOKENS
+
+
+@quantity("float")
+def lab_default(field: str) -> float:
+    """One of the lab's default settings (rank, alpha, steps, batch_size, lr, seed)."""
+    return lab_task.lab_default(field)
+
+
+@quantity("bytes")
+def lab_accounted_bytes(model: str, method: str, r: int, targets: str, batch: int, seq: int = 0) -> int:
+    """What the lab's CPU accounting counts, as the estimator predicts it (fp32 on the CPU;
+    QLoRA: an NF4 base): weights, adapters, gradients, optimizer state, saved activations.
+    seq 0: the lab task's longest example (its widest batch)."""
+    seq = seq or lab_task.LAB_TASK_MAX_TOKENS
+    return lab_task.accounted_bytes(lab_task.lab_memory_estimate(model, method, r, targets, batch, seq))
+
+
+@quantity("count")
+def config_value(model: str, key: str) -> int:
+    """A shape field of the model's config.json: num_hidden_layers, hidden_size, intermediate_size,
+    num_attention_heads, num_key_value_heads, head_dim or vocab_size."""
+    keys = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
+            "head_dim", "vocab_size")
+    if key not in keys:
+        raise ValueError(f"key: must be one of {', '.join(keys)}, got {key!r}")
+    arch = architectures.get_architecture(model)
+    return arch.head_dim or arch.hidden_size // arch.num_attention_heads if key == "head_dim" else getattr(arch, key)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,14 +55,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def live_server() -> Iterator[str]:
-    """The real server (`loralab serve`) in a subprocess, as a reader would reach it."""
+@contextmanager
+def serving(env: dict[str, str] | None = None) -> Iterator[str]:
+    """`loralab serve` in a subprocess on a free loopback port (extra environment: `env`)."""
     port = _free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"loralab-server-{port}.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -78,10 +80,54 @@ def live_server() -> Iterator[str]:
     else:
         process.kill()
         raise RuntimeError(f"server did not become healthy, see {log.name}")
-    yield base
-    process.terminate()
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[str]:
+    """The real server (`loralab serve`) in a subprocess, as a reader would reach it."""
+    with serving() as base:
+        yield base
+
+
+# --- the training lab: its real model and a small slice of its task -------------------------------
+
+
+@pytest.fixture(scope="session")
+def lab_model_dir() -> Path:
+    """The real SmolLM2-135M-Instruct cache (built here if the set-up step has not run yet).
+    In-process tests load it through training.model.load_base, which reads it once per process."""
+    pytest.importorskip("torch")
+    from training.model_cache import build_cache
+
+    return build_cache(Settings().lab_model_dir)
+
+
+@pytest.fixture(scope="session")
+def small_task():
+    """Eight training requests and two held-out ones of the real task (short runs stay fast)."""
+    pytest.importorskip("torch")
+    from training.task import ChatTask, load_task
+
+    task = load_task()
+    return ChatTask("small", task.system_prompt, task.train[:8], task.test[:2])
+
+
+@pytest.fixture(scope="session")
+def small_task_dir(tmp_path_factory, small_task) -> Path:
+    """`small_task` as JSONL files, for a server configured with LORALAB_LAB_TASK_DIR."""
+    import json
+
+    folder = tmp_path_factory.mktemp("small-task")
+    for name, examples in (("train", small_task.train), ("test", small_task.test)):
+        rows = [json.dumps({"prompt": e.prompt, "answer": e.answer}) for e in examples]
+        (folder / f"{name}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder

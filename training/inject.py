@@ -81,10 +81,14 @@ def inject_adapters(
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     for param in model.parameters():
         param.requires_grad_(False)
+    # A causal LM's output layer (often tied to the input embedding) is neither adapted nor
+    # quantized, as in peft's "all-linear" and bitsandbytes' 4-bit loading.
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
     linears = [
         (name, module)
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not _is_saved(name, modules_to_save)
+        if isinstance(module, nn.Linear) and module is not head and not _is_saved(name, modules_to_save)
     ]
     if target_modules == "all-linear":
         targets = {name for name, _ in linears}

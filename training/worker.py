@@ -3,41 +3,119 @@
 The web server (app/jobs.py) talks to it through two multiprocessing queues of plain dicts,
 so no torch object crosses the process boundary:
 
-    requests  <- {"job": id, "config": {...TrainConfig fields...}, "output_dir": str}
-    events    -> {"job": id, "type": "started"|"step"|"summary"|"error", ...}
+    serve(requests, events, cancel, model_dir, task_dir): the base model's folder and the task's
+    JSONL folder (both plain paths, from app.settings).
 
-`cancel` is an Event the server sets to stop the current job between steps.
+    requests  <- {"job": id, "kind": "train", "config": {...TrainConfig fields...}, "output_dir": str}
+                 {"job": id, "kind": "try", "prompt": str, "config": {...the run's TrainConfig...},
+                  "adapter_dir": str, "max_new_tokens": int}
+    events    -> {"job": id, "type": "phase"|"step"|"sample"|"summary"|"answers"|"error", ...}
+
+`cancel` is an Event the server sets to stop the current job between steps. An error event says
+what went wrong in words a reader can act on; the traceback goes to this process's log (the
+server's log), never into an event, because it names files on the server.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
-import traceback
-from dataclasses import asdict
+import re
+from dataclasses import asdict, fields
 from multiprocessing.synchronize import Event
+from pathlib import Path
 from queue import Queue
 from typing import Any
+
+log = logging.getLogger("loralab.worker")
+
+RECORD_TYPES = {"Phase": "phase", "StepMetrics": "step", "Sample": "sample", "RunSummary": "summary"}
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.+-]+/)+([\w.+-]+)")
+
+
+def without_paths(message: str) -> str:
+    """Replace absolute file paths in a message by their last component."""
+    return _ABSOLUTE_PATH.sub(r"\1", message)
+
+
+def describe_failure(exc: BaseException) -> tuple[str, str]:
+    """(kind, message) for an error event: what happened, in words, with no server paths."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return "out_of_memory", "The GPU ran out of memory. Try a smaller batch size, a lower rank or QLoRA."
+    if isinstance(exc, MemoryError):
+        return "out_of_memory", "The server ran out of memory. Try a smaller batch size or a lower rank."
+    if isinstance(exc, ValueError):
+        return "invalid", without_paths(str(exc))
+    if isinstance(exc, FileNotFoundError):
+        return "missing_model", without_paths(str(exc))
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "disk_full", "The server's disk is full, so the adapter could not be saved."
+    return "failed", f"The run stopped on an unexpected error ({type(exc).__name__}); the server log has the details."
 
 
 def _plain(record: Any) -> dict[str, Any]:
     data = asdict(record)
-    return {key: (str(value) if hasattr(value, "__fspath__") else value) for key, value in data.items()}
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
 
-def serve(requests: Queue, events: Queue, cancel: Event, threads: int | None = None) -> None:
+class _AdaptedModels:
+    """The adapted model of the last run someone tried, rebuilt from its saved adapter."""
+
+    def __init__(self, model_dir: str) -> None:
+        self.model_dir = model_dir
+        self.key: str | None = None
+        self.model = None
+
+    def get(self, adapter_dir: str, config):
+        if self.key != adapter_dir:
+            from safetensors.torch import load_file
+
+            from training.export import PREFIX
+            from training.run import prepare
+
+            self.model = None  # free the previous one first
+            loaded, _, _ = prepare(config, self.model_dir, _device())
+            state = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+            result = loaded.model.load_state_dict({k.removeprefix(PREFIX): v for k, v in state.items()}, strict=False)
+            if result.unexpected_keys:
+                raise ValueError(f"adapter: {len(result.unexpected_keys)} tensors fit no module of the base model")
+            self.model, self.key = loaded.model, adapter_dir
+        return self.model
+
+
+def _device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _train_config(config: dict[str, Any], known: set[str]):
+    from training.run import TrainConfig
+
+    settings = {key: value for key, value in config.items() if key in known}
+    return TrainConfig(**{**settings, "target_modules": tuple(settings.get("target_modules", ()))})
+
+
+def serve(requests: Queue, events: Queue, cancel: Event, model_dir: str, task_dir: str, threads: int | None = None) -> None:
     """Run jobs from `requests` until a None arrives; report everything on `events`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     import torch
 
-    from dataclasses import fields
+    from training import run as training_run
+    from training.generate import greedy_answers
+    from training.model import load_base
+    from training.task import load_task
 
-    from training.run import RunSummary, StepMetrics, TrainConfig, train
-
-    known = {f.name for f in fields(TrainConfig)}
-
-    # Leave a core to the web server: the rest of the site stays fast while a job runs.
-    torch.set_num_threads(max(1, threads or (os.cpu_count() or 2) - 1))
+    known = {f.name for f in fields(training_run.TrainConfig)}
+    adapted = _AdaptedModels(model_dir)
+    # All cores: the web server's work is small and waits on I/O (a reader's page stays fast).
+    torch.set_num_threads(max(1, threads or os.cpu_count() or 1))
     events.put({"job": None, "type": "ready", "cuda": torch.cuda.is_available()})
     while True:
         request = requests.get()
@@ -46,21 +124,27 @@ def serve(requests: Queue, events: Queue, cancel: Event, threads: int | None = N
         job = request["job"]
         cancel.clear()
         try:
-            settings = {key: value for key, value in request["config"].items() if key in known}
-            config = TrainConfig(**{**settings, "target_modules": tuple(settings.get("target_modules", ()))})
-            events.put({"job": job, "type": "started"})
-            for record in train(config, should_stop=cancel.is_set, output_dir=request["output_dir"]):
-                if isinstance(record, StepMetrics):
-                    events.put({"job": job, "type": "step", **_plain(record)})
-                elif isinstance(record, RunSummary):
-                    events.put({"job": job, "type": "summary", **_plain(record)})
-        except torch.cuda.OutOfMemoryError as exc:
-            events.put({"job": job, "type": "error", "kind": "out_of_memory", "message": str(exc).splitlines()[0]})
-            torch.cuda.empty_cache()
-        except ValueError as exc:
-            events.put({"job": job, "type": "error", "kind": "invalid", "message": str(exc)})
+            task = load_task(Path(task_dir))  # small; read per job so an edited task applies at once
+            config = _train_config(request["config"], known)
+            if request.get("kind", "train") == "try":
+                events.put({"job": job, "type": "phase", "phase": "load", "message": "Loading the adapted model",
+                            "done": 0, "total": 1, "elapsed_s": 0.0})
+                model = adapted.get(request["adapter_dir"], config)
+                base, tokenizer = load_base(model_dir)
+                prompt, limit = [request["prompt"]], int(request["max_new_tokens"])
+                events.put({
+                    "job": job, "type": "answers", "prompt": request["prompt"],
+                    "base": greedy_answers(base, tokenizer, task.system_prompt, prompt, limit)[0],
+                    "adapted": greedy_answers(model, tokenizer, task.system_prompt, prompt, limit)[0],
+                })
+                continue
+            for record in training_run.train(
+                config, model_dir, should_stop=cancel.is_set, output_dir=request["output_dir"], task=task
+            ):
+                events.put({"job": job, "type": RECORD_TYPES[type(record).__name__], **_plain(record)})
         except Exception as exc:  # noqa: BLE001 - report any failure as the job's status, keep serving
-            events.put(
-                {"job": job, "type": "error", "kind": "failed", "message": f"{type(exc).__name__}: {exc}",
-                 "traceback": traceback.format_exc(limit=5)}
-            )
+            kind, message = describe_failure(exc)
+            log.exception("job %s failed (%s)", job, kind)
+            events.put({"job": job, "type": "error", "kind": kind, "message": message})
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

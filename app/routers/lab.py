@@ -4,59 +4,100 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 
-from app.formatting import format_bytes, format_int
-from app.jobs import Job, JobManager, QueueFull
 from app.errors import calculator_input
-from app.lab import TrainRequest, check_targets, lab_context, lab_model, predict_run
+from app.formatting import format_gpu_bytes, format_int
+from app.jobs import Job, JobManager, QueueFull, estimate_eta_s
+from app.lab import LabModel, TrainRequest, TryRequest, check_targets, lab_context, lab_model, predict_run
 from app.rendering import page
 
 router = APIRouter(tags=["lab"])
 
 KEEPALIVE_S = 15.0
+CPU_MEMORY_NOTE = (
+    "On the CPU, “measured” memory is an accounting, not an allocator statistic: the bytes of the "
+    "parameters, gradients and optimizer state plus the activations autograd saved for backward, counted "
+    "tensor by tensor at the peak step, beside the estimator's same terms. The estimator's full peak "
+    "(temporaries and logits included) is what a GPU's torch.cuda.max_memory_allocated would show."
+)
+GPU_MEMORY_NOTE = "Measured with torch.cuda.max_memory_allocated, beside the estimator's peak."
 
 
-def with_display(event: dict, job: Job) -> dict:
-    """Add reader-facing strings to a step or summary event (formatting lives in one place)."""
-    if event["type"] == "step":
-        done, total = event["step"], int(job.config.get("steps", 0))
-        eta_s = event["elapsed_s"] / done * (total - done) if done else None
+def _fraction(value: float, count: int) -> str:
+    return f"{round(value * count)}/{count}"
+
+
+def with_display(event: dict, job: Job, model: LabModel, upto: int | None = None) -> dict:
+    """Add reader-facing strings to an event (formatting lives in one place). `upto`: the
+    event's index in the job's log, so a replayed step shows the ETA it had then."""
+    kind = event["type"]
+    if kind == "step":
+        total = int(job.config.get("steps", 0))
+        history = job.events if upto is None else job.events[: upto + 1]
+        eta_s = estimate_eta_s(history, total)
         display = {
-            "loss": f"{event['loss']:.4f}",
+            "loss": f"{event['loss']:.3f}",
             "tokens_per_s": format_int(event["tokens_per_s"]),
-            "peak_memory": format_bytes(event["peak_memory_bytes"]),
-            "eta": f"{eta_s:.0f} s" if eta_s is not None and total > done else None,
+            "peak_memory": format_gpu_bytes(event["peak_memory_bytes"]),
+            "eta": f"{eta_s:.0f} s" if eta_s is not None else None,
         }
-        return {**event, "display": display}
-    if event["type"] == "summary":
+        return {**event, "eta_s": eta_s, "display": display}
+    if kind == "summary":
+        n = event["held_out"]
         on_cpu = event.get("peak_memory_kind") == "cpu_tensor_accounting"
+        predicted = predicted_for(job, event, model)
         display = {
             "trainable_params": format_int(event["trainable_params"]),
             "total_params": format_int(event["total_params"]),
-            "accuracy": f"{100 * event['accuracy_before']:.1f}% → {100 * event['accuracy_after']:.1f}%",
+            "exact_match": f"{_fraction(event['exact_match_before'], n)} → {_fraction(event['exact_match_after'], n)}",
+            "answer_loss": f"{event['answer_loss_before']:.2f} → {event['answer_loss_after']:.2f}",
             "wall": f"{event['wall_s']:.0f} s",
-            "memory_note": (
-                "On the CPU, “measured” peak memory is the bytes of parameters, gradients, optimizer state and "
-                "the activations autograd saved, counted tensor by tensor: what a GPU would have to hold. "
-                "On a GPU it is torch.cuda.max_memory_allocated."
-            ) if on_cpu else "Measured with torch.cuda.max_memory_allocated.",
+            "tokens_per_s": format_int(event["tokens_per_s"]),
+            "peak_memory": format_gpu_bytes(event["peak_memory_bytes"]),
+            "memory_note": CPU_MEMORY_NOTE if on_cpu else GPU_MEMORY_NOTE,
+            "predicted": predicted.get("display", {}),
         }
-        return {**event, "display": display}
+        if predicted:
+            display["predicted"]["memory"] = format_gpu_bytes(
+                predicted["accounted_bytes"] if on_cpu else predicted["peak_memory_bytes"])
+        return {**event, "predicted": {k: v for k, v in predicted.items() if k != "display"}, "display": display}
     return event
+
+
+def predicted_for(job: Job, summary: dict[str, Any], model: LabModel) -> dict[str, Any]:
+    """The calculators' prediction at the shapes the run really had (its widest batch)."""
+    request = job.config.get("request")
+    if request is None:
+        return {}
+    return predict_run(TrainRequest(**request), model, on_gpu=str(summary.get("device", "cpu")).startswith("cuda"),
+                       seq_len=summary.get("max_batch_tokens") or None)
 
 
 def jobs(request: Request) -> JobManager:
     return request.app.state.jobs()
 
 
-def _job_or_404(request: Request, job_id: str):
+def _job_or_404(request: Request, job_id: str) -> Job:
     job = jobs(request).get(job_id)
     if job is None:
         raise HTTPException(404, f"no training job {job_id!r}")
     return job
+
+
+def _links(job: Job) -> dict[str, str]:
+    base = f"/api/v1/train/{job.id}"
+    links = {"self": base, "events": f"{base}/events"}
+    if job.kind == "train":
+        links |= {"adapter": f"{base}/adapter", "try": f"{base}/try"}
+    return links
+
+
+def _public(request: Request, job: Job) -> dict[str, Any]:
+    return {**job.public(), "queue_position": jobs(request).queue_position(job.id), "links": _links(job)}
 
 
 @router.get("/lab", response_class=HTMLResponse, summary="The training lab page")
@@ -74,6 +115,10 @@ def predict(request: Request, body: TrainRequest) -> dict:
             "predicted_display": predicted.get("display", {})}
 
 
+def _queue_full(exc: QueueFull) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)})
+
+
 @router.post(
     "/api/v1/train", status_code=202, summary="Queue a training run",
     responses={429: {"description": "Queue full; see Retry-After"}, 422: {"description": "Invalid field"}},
@@ -86,31 +131,46 @@ def submit(request: Request, body: TrainRequest) -> JSONResponse:
     try:
         job = manager.submit(body.training_config() | {"request": body.model_dump()})
     except QueueFull as exc:
-        return JSONResponse(
-            {"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after_s)}
-        )
+        return _queue_full(exc)
     predicted = predict_run(body, model, on_gpu=manager.worker_cuda)
     return JSONResponse(
-        {**job.public(), "queue_position": manager.queue_position(job.id),
+        {**_public(request, job),
          "predicted": {k: v for k, v in predicted.items() if k != "display"},
-         "predicted_display": predicted.get("display", {}),
-         "links": {"self": f"/api/v1/train/{job.id}", "events": f"/api/v1/train/{job.id}/events",
-                   "adapter": f"/api/v1/train/{job.id}/adapter"}},
+         "predicted_display": predicted.get("display", {})},
         status_code=202, headers={"Location": f"/api/v1/train/{job.id}"},
     )
 
 
-@router.get("/api/v1/train/{job_id}", summary="A training run's status")
+@router.post(
+    "/api/v1/train/{job_id}/try", status_code=202, summary="Answer your own request with the base and the adapted model",
+    responses={409: {"description": "The run has no adapter (yet)"}, 429: {"description": "Queue full; see Retry-After"}},
+)
+def try_adapter(request: Request, job_id: str, body: TryRequest) -> JSONResponse:
+    run = _job_or_404(request, job_id)
+    try:
+        job = jobs(request).submit_try(job_id, body.prompt)
+    except KeyError:
+        raise HTTPException(409, f"job {job_id} has no adapter to try (status: {run.status.value})") from None
+    except QueueFull as exc:
+        return _queue_full(exc)
+    return JSONResponse(_public(request, job), status_code=202, headers={"Location": f"/api/v1/train/{job.id}"})
+
+
+@router.get("/api/v1/train/{job_id}", summary="A training run's (or a try's) status")
 def status(request: Request, job_id: str) -> dict:
     job = _job_or_404(request, job_id)
-    return {**job.public(), "queue_position": jobs(request).queue_position(job_id)}
+    public = _public(request, job)
+    if job.kind == "train" and job.summary is not None:
+        predicted = predicted_for(job, job.summary, lab_model(request.app.state.settings))
+        public["predicted"] = {k: v for k, v in predicted.items() if k != "display"}
+    return public
 
 
 @router.delete("/api/v1/train/{job_id}", status_code=202, summary="Cancel a training run")
 def cancel(request: Request, job_id: str) -> dict:
     _job_or_404(request, job_id)
     job = jobs(request).cancel(job_id)
-    return job.public() if job else {}
+    return _public(request, job)
 
 
 @router.get("/api/v1/train/{job_id}/adapter", summary="Download the adapter (peft format, zip)",
@@ -123,21 +183,34 @@ def adapter(request: Request, job_id: str):
     return FileResponse(archive, media_type="application/zip", filename=f"loralab-adapter-{job_id}.zip")
 
 
-@router.get("/api/v1/train/{job_id}/events", summary="Server-sent events: one per step, then a summary",
+def _sse(kind: str, data: dict) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+@router.get("/api/v1/train/{job_id}/events", summary="Server-sent events: queue position, phases, steps, samples, summary",
             response_class=StreamingResponse)
 async def events(request: Request, job_id: str) -> Response:
     job = _job_or_404(request, job_id)
+    manager = jobs(request)
+    model = lab_model(request.app.state.settings)
 
     async def stream():
         sent = 0
         idle = 0.0
+        position: int | None = None
         yield "retry: 2000\n\n"
         while True:
             if await request.is_disconnected():
                 return
+            now = manager.queue_position(job_id)
+            if now is not None and now != position:
+                ahead = now - 1 + (1 if manager.running_id() not in (None, job_id) else 0)
+                yield _sse("queued", {"type": "queued", "position": now, "ahead": ahead})
+                idle = 0.0
+            position = now
             fresh = job.events[sent:]
-            for event in fresh:
-                yield f"event: {event['type']}\ndata: {json.dumps(with_display(event, job), default=str)}\n\n"
+            for offset, event in enumerate(fresh):
+                yield _sse(event["type"], with_display(event, job, model, sent + offset))
             sent += len(fresh)
             if fresh and fresh[-1]["type"] == "end":
                 return

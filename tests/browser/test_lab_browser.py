@@ -1,5 +1,6 @@
-"""The lab from a reader's seat: start a short run, watch the loss curve grow, download
-an adapter that peft loads."""
+"""The lab from a reader's seat, in real Chromium against the real server: start a short run of
+SmolLM2, watch the loss and the held-out answer stream in, read before/after, try the adapter
+on a request of one's own, download an adapter that peft loads."""
 
 from __future__ import annotations
 
@@ -8,33 +9,67 @@ import zipfile
 
 import pytest
 
+from tests.conftest import serving
+
 pytestmark = pytest.mark.browser
 
 
-def test_short_run_from_the_page(live_server, browser_page, screenshot_dir, tmp_path):
-    page = browser_page
-    page.goto(f"{live_server}/lab")
+@pytest.fixture(scope="module")
+def lab_server(tmp_path_factory, lab_model_dir, small_task_dir):
+    """`loralab serve` configured, as a self-hoster could, with an eight-request slice of the task."""
+    env = {"LORALAB_LAB_TASK_DIR": str(small_task_dir), "LORALAB_MODEL_CACHE": str(lab_model_dir),
+           "LORALAB_DATA_DIR": str(tmp_path_factory.mktemp("data")), "LORALAB_TRY_MAX_NEW_TOKENS": "48"}
+    with serving(env) as base:
+        yield base
+
+
+def test_a_short_run_from_the_page(lab_server, lab_model_dir, browser_context_factory, screenshot_dir, tmp_path):
+    context = browser_context_factory(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.pages[0] if context.pages else context.new_page()
+    page.goto(f"{lab_server}/lab")
     # before any run, the status says what the calculators predict for the form's settings
-    page.wait_for_selector("#lab-status[data-prediction='74,883']", timeout=10_000)
-    assert "74,883 trainable parameters" in page.inner_text("#lab-status")
-    page.fill("#lab-steps", "20")  # range input: set the value, fire input
-    page.eval_on_selector("#lab-steps", "el => { el.value = '20'; el.dispatchEvent(new Event('input', {bubbles: true})); }")
-    page.select_option("#lab-batch", "8")
-    page.select_option("#lab-seq", "32")
+    page.wait_for_selector("#lab-status[data-prediction='460,800']", timeout=10_000)
+    assert "460,800 trainable parameters of 134,975,808" in page.inner_text("#lab-status")
+    page.eval_on_selector("#lab-steps", "el => { el.value = '5'; el.dispatchEvent(new Event('input', {bubbles: true})); }")
+    page.select_option("#lab-batch", "2")
+    assert page.inner_text("#lab-steps-value") == "5"
     page.click("#lab-start")
 
-    page.wait_for_selector("#lab-loss .scatterlayer .trace", timeout=120_000)
-    first_points = page.evaluate("document.getElementById('lab-loss').data[0].x.length")
-    page.wait_for_function(
-        f"() => document.getElementById('lab-loss').data[0].x.length > {first_points}", timeout=60_000
-    )
-    page.wait_for_selector("#lab-status[data-kind=done]", timeout=180_000)
+    # loading and the "before" answers show as progress, then the steps stream in
+    page.wait_for_function("document.getElementById('lab-status').textContent.includes('held-out requests')", timeout=300_000)
+    page.wait_for_selector("#lab-loss .scatterlayer .trace", timeout=300_000)
+    assert page.inner_text("#lab-sample-log li:first-child .lab-sample-step") == "before"
+    page.wait_for_selector("#lab-status[data-kind=done]", timeout=600_000)
     losses = page.evaluate("document.getElementById('lab-loss').data[0].y")
-    assert len(losses) == 20 and all(v > 0 for v in losses)
-    assert "→" in page.inner_text("#lab-table tbody tr td:nth-child(7)")
-    measured, predicted = (page.inner_text(f"#lab-table tbody tr td:nth-child({n})") for n in (2, 3))
-    assert measured == predicted == "74,883"
-    page.screenshot(path=str(screenshot_dir / "lab-after-run.png"), full_page=True)
+    assert len(losses) == 5 and all(v > 0 for v in losses)
+    # the sample request's answers: before training, at step 5 (the end)
+    steps = page.eval_on_selector_all("#lab-sample-log .lab-sample-step", "els => els.map(e => e.textContent)")
+    assert steps == ["before", "step 5"]
+    # before and after on both held-out requests, with the expected answer
+    rows = page.eval_on_selector_all("#lab-compare tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
+    assert len(rows) == 2 and all("expected: LoraConfig(" in row[0] for row in rows)
+    assert all(row[1] != row[2] for row in rows)  # training changed the answers
+    headline = page.inner_text("#lab-headline")
+    assert "Exact match, held out" in headline and "/2 →" in headline
+    measured, predicted = (page.inner_text(f"#lab-table tbody tr td:nth-child({n})") for n in (3, 4))
+    assert measured == predicted == "460,800"
+    assert page.inner_text("#lab-table tbody tr td:nth-child(5)").endswith("GiB")
+
+    # try it: the reader's own request, answered by both models side by side
+    page.fill("#lab-try-prompt", "Please configure DoRA for the attention layers, rank 4, alpha 8.")
+    page.click("#lab-try-start")
+    page.wait_for_selector("#lab-try-answers:not([hidden])", timeout=300_000)
+    base, adapted = page.inner_text("#lab-try-base"), page.inner_text("#lab-try-adapted")
+    assert base and adapted and base != adapted
+
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 900})
+        for theme in ("light", "dark"):
+            page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
+            page.wait_for_timeout(300)
+            assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scroll
+            page.screenshot(path=str(screenshot_dir / f"lab-after-run-{width}-{theme}.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     with page.expect_download() as download_info:
         page.click("#lab-table a.download")
@@ -43,14 +78,11 @@ def test_short_run_from_the_page(live_server, browser_page, screenshot_dir, tmp_
     with zipfile.ZipFile(path) as archive:
         archive.extractall(tmp_path)
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert config["peft_type"] == "LORA"
+    assert config["task_type"] == "CAUSAL_LM" and config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
     peft = pytest.importorskip("peft")
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForCausalLM
 
-    from training.model import default_model_path
-
-    base = AutoModelForSequenceClassification.from_pretrained(default_model_path(), num_labels=3, local_files_only=True)
-    model = peft.PeftModel.from_pretrained(base, tmp_path / "adapter")
-    trainable_lora = [n for n, _ in model.named_parameters() if "lora_A" in n]
-    assert trainable_lora, "the downloaded adapter loaded no LoRA weights"
+    base_model = AutoModelForCausalLM.from_pretrained(lab_model_dir, local_files_only=True)
+    model = peft.PeftModel.from_pretrained(base_model, tmp_path / "adapter")
+    assert [n for n, _ in model.named_parameters() if "lora_B" in n], "the downloaded adapter loaded no LoRA weights"

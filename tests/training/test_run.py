@@ -1,4 +1,4 @@
-"""The training run: config validation, metrics, cancellation, determinism, LORALAB_MODEL_PATH."""
+"""The training run on the real SmolLM2-135M-Instruct: records, learning, cancel, determinism, methods."""
 
 from __future__ import annotations
 
@@ -6,92 +6,98 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.data import load_reviews  # noqa: E402
-from training.run import RunSummary, StepMetrics, TrainConfig, train  # noqa: E402
+from training.inject import inject_adapters  # noqa: E402
+from training.layers import LoRALinear, NF4Linear  # noqa: E402
+from training.model import load_model  # noqa: E402
+from training.run import Phase, RunSummary, Sample, StepMetrics, TrainConfig, train  # noqa: E402
+
+SHORT = {"r": 4, "lora_alpha": 8, "steps": 3, "batch_size": 2, "max_new_tokens": 12, "sample_every": 2, "seed": 5}
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("method", "ia3"), ("r", 0), ("steps", 0), ("batch_size", -1), ("seq_len", 2), ("lr", 0.0),
-     ("lora_alpha", -1.0), ("lora_dropout", 1.0), ("seed", -1), ("target_modules", ["query"]), ("r", 2.5)],
+    [("method", "ia3"), ("r", 0), ("steps", 0), ("batch_size", -1), ("max_seq_len", 2), ("lr", 0.0),
+     ("lora_alpha", -1.0), ("lora_dropout", 1.0), ("seed", -1), ("target_modules", ["q_proj"]), ("r", 2.5),
+     ("sample_every", -1), ("max_new_tokens", 0)],
 )
 def test_config_validation_names_the_field(field, value):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=f"^{field}:"):
         TrainConfig(**{field: value})
 
 
-def test_data_is_deterministic_and_balanced():
-    data = load_reviews()
-    assert data.label_names == ("negative", "neutral", "positive")
-    assert len(data.train_texts) == 384 and len(data.test_texts) == 96
-    assert not set(data.train_texts) & set(data.test_texts)
-    counts = [data.train_labels.count(i) for i in range(3)]
-    assert min(counts) > 100
+def _run(model_dir, task, **overrides):
+    return list(train(TrainConfig(**(SHORT | overrides)), model_dir, task=task, device="cpu"))
 
 
-def _run(data, **overrides):
-    config = TrainConfig(**({"r": 2, "lora_alpha": 4, "steps": 4, "batch_size": 4, "seq_len": 16, "seed": 5} | overrides))
-    events = list(train(config, data=data, device="cpu"))
-    return events[:-1], events[-1]
+@pytest.fixture(scope="module")
+def lora_run(lab_model_dir, small_task):
+    return _run(lab_model_dir, small_task, lr=1e-2)
 
 
-def test_yields_step_metrics_then_a_summary_and_is_deterministic(small_data):
-    steps, summary = _run(small_data)
-    assert [s.step for s in steps] == [1, 2, 3, 4] and all(isinstance(s, StepMetrics) for s in steps)
-    assert all(s.tokens_per_s > 0 and s.peak_memory_bytes > 0 and s.loss > 0 for s in steps)
-    assert isinstance(summary, RunSummary) and not summary.cancelled and summary.steps_completed == 4
-    assert summary.peak_memory_kind == "cpu_tensor_accounting"
-    assert 0 < summary.trainable_params < summary.total_params
-    again, summary2 = _run(small_data)
-    assert [s.loss for s in again] == [s.loss for s in steps]
-    assert summary2.accuracy_after == summary.accuracy_after
+def test_a_run_reports_phases_steps_samples_and_a_summary(lora_run, small_task):
+    kinds = [type(r).__name__ for r in lora_run]
+    assert kinds[0] == "Phase" and kinds[-1] == "RunSummary"
+    phases = [(r.phase, r.done, r.total) for r in lora_run if isinstance(r, Phase)]
+    assert phases == [("load", 0, 1), ("load", 1, 1), ("before", 0, 1), ("before", 1, 1),
+                      ("after", 0, 1), ("after", 1, 1), ("save", 0, 1)]
+    steps = [r for r in lora_run if isinstance(r, StepMetrics)]
+    assert [s.step for s in steps] == [1, 2, 3]
+    assert all(s.loss > 0 and s.tokens > 0 and s.tokens_per_s > 0 and s.step_s > 0 and s.peak_memory_bytes > 0 for s in steps)
+    samples = [r for r in lora_run if isinstance(r, Sample)]
+    assert [s.step for s in samples] == [0, 2]  # before training, then every `sample_every` steps (not the last)
+    assert all(s.prompt == small_task.test[0].prompt and s.expected == small_task.test[0].answer for s in samples)
+
+    summary = lora_run[-1]
+    assert isinstance(summary, RunSummary) and not summary.cancelled and summary.steps_completed == 3
+    assert summary.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert summary.target_modules == ("q_proj", "v_proj") and summary.peak_memory_kind == "cpu_tensor_accounting"
+    # LoRA r=4 on q (576 -> 576) and v (576 -> 192) in 30 layers: r·(in + out) each
+    assert summary.trainable_params == 30 * 4 * ((576 + 576) + (576 + 192))
+    assert summary.total_params == 134_515_008 + summary.trainable_params
+    assert summary.held_out == 2 and [s["prompt"] for s in summary.samples] == [e.prompt for e in small_task.test]
+    assert summary.samples[0]["before"] == samples[0].answer
+    assert 50 < summary.max_batch_tokens <= 135  # the widest batch of two real requests
+    assert summary.peak_memory_bytes == max(s.peak_memory_bytes for s in steps)
 
 
-def test_should_stop_cancels_between_steps(small_data):
+def test_training_lowers_the_held_out_answer_loss(lora_run):
+    summary = lora_run[-1]
+    assert summary.answer_loss_after < summary.answer_loss_before
+    assert [s["before"] != s["after"] for s in summary.samples] == [True, True]  # the answers changed
+
+
+def test_the_same_seed_gives_the_same_run(lora_run, lab_model_dir, small_task):
+    again = _run(lab_model_dir, small_task, lr=1e-2, sample_every=0)
+    losses = [r.loss for r in lora_run if isinstance(r, StepMetrics)]
+    assert [r.loss for r in again if isinstance(r, StepMetrics)] == losses
+    assert again[-1].samples == lora_run[-1].samples
+
+
+def test_should_stop_cancels_between_steps(lab_model_dir, small_task):
     calls = []
-    config = TrainConfig(r=2, lora_alpha=4, steps=50, batch_size=4, seq_len=16)
-    events = list(train(config, should_stop=lambda: calls.append(1) or len(calls) > 2, data=small_data, device="cpu"))
-    assert [e.step for e in events[:-1]] == [1, 2]
-    assert events[-1].cancelled and events[-1].steps_completed == 2
+    config = TrainConfig(**(SHORT | {"steps": 50, "sample_every": 0}))
+    records = list(train(config, lab_model_dir, should_stop=lambda: calls.append(1) or len(calls) > 2,
+                         task=small_task, device="cpu"))
+    assert [r.step for r in records if isinstance(r, StepMetrics)] == [1, 2]
+    assert records[-1].cancelled and records[-1].steps_completed == 2
 
 
-def test_dora_run(small_data):
-    steps, summary = _run(small_data, method="dora", steps=2)
-    assert summary.method == "dora" and len(steps) == 2
+def test_a_batch_larger_than_the_training_set_names_the_field(lab_model_dir, small_task):
+    with pytest.raises(ValueError, match="^batch_size:"):
+        _run(lab_model_dir, small_task, batch_size=9)
 
 
-def test_tiny_llama_from_loralab_model_path(tiny_llama_path, monkeypatch):
-    monkeypatch.setenv("LORALAB_MODEL_PATH", str(tiny_llama_path))
-    config = TrainConfig(r=4, lora_alpha=8, steps=30, batch_size=16, seq_len=32, lr=1e-2, seed=0)
-    events = list(train(config, device="cpu"))  # the full task: a tiny model is cheap
-    summary = events[-1]
-    assert summary.base_model == str(tiny_llama_path)
-    assert summary.target_modules == ("q_proj", "v_proj")
-    assert events[-2].loss < events[0].loss  # a random tiny Llama still fits the training batches a bit
-    assert (summary.adapter_dir / "adapter_model.safetensors").exists()
-    # the lab's prediction for a self-hoster's checkpoint: read from its config.json, exact
-    from dataclasses import replace
-
-    from app.lab import TrainRequest, lab_model, predict_run
-    from app.settings import Settings
-
-    model = lab_model(replace(Settings(), model_path=tiny_llama_path))
-    request = TrainRequest(rank=4, alpha=8, steps=30, batch_size=16, seq_len=32)
-    assert predict_run(request, model, on_gpu=False)["trainable_params"] == summary.trainable_params
+def test_qlora_quantizes_every_block_linear_but_not_the_tied_head(lab_model_dir):
+    loaded = load_model(lab_model_dir)
+    injection = inject_adapters(loaded.model, "qlora", ("q_proj", "v_proj"), r=2, lora_alpha=4)
+    assert len(injection.quantized_modules) == 30 * 7 and "lm_head" not in injection.quantized_modules
+    layer = loaded.model.model.layers[0]
+    assert isinstance(layer.self_attn.q_proj, LoRALinear) and isinstance(layer.self_attn.q_proj.base_layer, NF4Linear)
+    assert isinstance(layer.mlp.down_proj, NF4Linear)
+    assert loaded.model.lm_head.weight is loaded.model.model.embed_tokens.weight  # still tied, full precision
 
 
-def test_qlora_run_quantizes_every_block_linear(small_data):
-    pytest.importorskip("calculators.nf4")
-    from training.inject import inject_adapters
-    from training.layers import LoRALinear, NF4Linear
-    from training.model import load_model
-
-    loaded = load_model(3, seed=0)
-    injection = inject_adapters(loaded.model, "qlora", ("query", "value"), r=2, lora_alpha=4, modules_to_save=("classifier",))
-    # 6 layers x (q, k, v, attn out, intermediate, output) + the pooler; never the head
-    assert len(injection.quantized_modules) == 6 * 6 + 1 and "classifier" not in injection.quantized_modules
-    assert isinstance(loaded.model.bert.encoder.layer[0].attention.self.query.base_layer, NF4Linear)
-    assert isinstance(loaded.model.bert.encoder.layer[0].attention.self.query, LoRALinear)
-    assert isinstance(loaded.model.bert.encoder.layer[0].attention.self.key, NF4Linear)
-    steps, summary = _run(small_data, method="qlora", steps=2)
-    assert summary.method == "qlora" and all(s.loss > 0 for s in steps)
+def test_all_linear_targets_every_block_linear_but_not_the_head(lab_model_dir):
+    loaded = load_model(lab_model_dir)
+    injection = inject_adapters(loaded.model, "lora", "all-linear", r=2, lora_alpha=4)
+    assert len(injection.adapted_modules) == 30 * 7 and "lm_head" not in injection.adapted_modules
