@@ -36,11 +36,11 @@ def test_the_chapters_lab_quantities_are_the_apps_numbers(lab_model_dir):
         assert evaluate("lab_default", {"field": field}).value == getattr(defaults, field)
     with pytest.raises(ValueError, match="^field:"):
         evaluate("lab_default", {"field": "epochs"})
-    shape = {key: evaluate("config_value", {"model": "smollm-135m", "key": key}).value
+    shape = {key: evaluate("config_value", {"model": "smollm2-135m", "key": key}).value
              for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim")}
     assert shape == {"num_hidden_layers": 30, "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,
                      "head_dim": 64}
     # the chapter's predicted CPU accounting is the one the lab shows for a default run's widest batch
     predicted = predict_run(defaults, lab_model(replace(Settings(), model_cache_dir=lab_model_dir)), on_gpu=False)
-    assert evaluate("lab_accounted_bytes", {"model": "smollm-135m", "method": "lora", "r": "8", "targets": "q,v",
+    assert evaluate("lab_accounted_bytes", {"model": "smollm2-135m", "method": "lora", "r": "8", "targets": "q,v",
                                             "batch": "8"}).value == predicted["accounted_bytes"]

@@ -16,7 +16,7 @@ from training.model_cache import BASE_MODEL_ID, MARKER, build_cache, packaged_gg
 def test_the_cache_holds_smollm2_with_the_calculators_shape(lab_model_dir):
     model, tokenizer = load_base(str(lab_model_dir))
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
-    arch = ARCHITECTURES["smollm-135m"]
+    arch = ARCHITECTURES["smollm2-135m"]
     assert arch.n_params == 134_515_008
     config = model.config
     assert (config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.num_attention_heads,
