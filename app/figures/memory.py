@@ -27,7 +27,7 @@ from app.queries import split_modules
 COMPONENTS = {
     "weights": "base weights", "quant_constants": "quantization constants", "adapter_weights": "adapter weights",
     "gradients": "gradients", "optimizer_states": "optimizer states", "master_weights": "fp32 master weights",
-    "activations": "activations", "logits_and_loss": "logits and loss", "temporary": "temporary buffers",
+    "weight_copies": "autocast weight copies", "activations": "activations", "logits_and_loss": "logits and loss", "temporary": "temporary buffers",
 }
 METHOD_LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA"}
 GPU_LINES = ("rtx-4090", "rtx-a6000", "h100-80gb")
@@ -212,7 +212,7 @@ def _breakdown_svg(q: StepQuery, width: float) -> Svg:
     svg = Svg(width, 10, f"Peak memory of one training step of {arch.display_name} by component: "
                          + ", ".join(METHOD_LABELS[m] for m, _ in estimates))
     left, room = 12.0, width - 24
-    used = [k for k in COMPONENTS if any(e.breakdown()[k] for _, e in estimates)]
+    used = [k for k in COMPONENTS if any(e.breakdown().get(k) for _, e in estimates)]
     y = legend(svg, left, 6, [(f"m-{k}", COMPONENTS[k]) for k in used] + [("ctx", "CUDA context")], room) + 40
     mark = svg.mark()
     largest = max(max(e.total_with_context_bytes for _, e in estimates), max(g.memory_bytes for g in gpus))
@@ -222,7 +222,7 @@ def _breakdown_svg(q: StepQuery, width: float) -> Svg:
         svg.text(left, y + 12, f"{METHOD_LABELS[method]}: {_gib(estimate.total_with_context_bytes)}", "ts tb halo")
         x = left
         for key in used:
-            n_bytes = estimate.breakdown()[key]
+            n_bytes = estimate.breakdown().get(key, 0)
             if n_bytes:
                 svg.rect(x, y + 18, n_bytes * scale, 22, f"m-{key}", tip=f"{COMPONENTS[key]}: {_gib(n_bytes)}")
                 x += n_bytes * scale
