@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import pytest
 
+from app.content import CHAPTER_FILE, read_meta
 from app.formatting import format_int
+from app.settings import Settings
 from calculators import nf4, params
 
 pytestmark = pytest.mark.browser
 
-CHAPTERS = ("why-peft", "lora", "rank-and-targets", "memory", "qlora", "lora-family", "other-peft", "practice", "lab")
+CHAPTERS = [read_meta(path).label for path in sorted(Settings().content_dir.glob("*.md")) if CHAPTER_FILE.match(path.name)]
 
 # For every text of every visible figure: its rendered size in CSS px, and its contrast against
 # what is painted under it (figure shapes composited over the nearest opaque HTML background).
