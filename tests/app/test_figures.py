@@ -362,3 +362,20 @@ def test_full_ft_repair_ends_at_the_computed_training_state():
     per = memory.full_ft_bytes_per_param()
     assert texts.count(format_gpu_bytes(6_738_415_616 * per.total)) == 1
     assert format_gpu_bytes(56e9) in texts and format_gpu_bytes(112e9) in texts
+
+
+def test_a_live_figure_links_to_its_own_page_with_its_settings(client):
+    soup = BeautifulSoup(client.get("/chapters/lora").text, "html.parser")
+    figure = soup.select_one("figure[data-figure=lora-shapes]")
+    assert figure["data-url-mode"] == "embed" and figure["id"] == "fig-2-2"
+    link = figure.select_one("a.fig-page-link")
+    assert link["href"] == "/figures/lora-shapes?rank=8&module=q_proj&model=llama-2-7b&alpha=16"
+    assert soup.select_one("script[src='/static/js/figures.js']") is not None
+    page = BeautifulSoup(client.get(link["href"]).text, "html.parser")  # the same drawing on its own page
+    own = page.select_one("figure[data-figure=lora-shapes]")
+    assert own["data-url-mode"] == "page" and own.select_one("a.fig-page-link") is None
+    assert own.select_one(".fig-readout").get_text() == figure.select_one(".fig-readout").get_text()
+    assert page.select_one("script[src='/static/js/figures.js']") is not None
+    still = BeautifulSoup(client.get("/chapters/why-peft").text, "html.parser")  # no live figure, no script
+    assert still.select_one("script[src='/static/js/figures.js']") is None
+    assert not still.select("figure[data-url-mode]")
