@@ -255,7 +255,9 @@ def test_unknown_figure_is_a_404(client):
     assert client.get("/figures/no-such-figure", headers={"accept": "text/html"}).status_code == 404
 
 
-def test_gallery_shows_every_figure(client):
+def test_gallery_shows_every_figure_and_the_home_page_links_it(client):
+    home = BeautifulSoup(client.get("/").text, "html.parser")
+    assert home.select_one(".tools a.tool-card[href='/figures']") is not None
     soup = BeautifulSoup(client.get("/figures").text, "html.parser")
     assert sorted(f["data-figure"] for f in soup.select("figure.fig")) == sorted(FIGURES)
     assert not re.search(r"\bid=\"fig-[^\"]+\"[^>]*\bid=", client.get("/figures").text)
