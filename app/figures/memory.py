@@ -249,8 +249,8 @@ def _breakdown(q: StepQuery) -> Art:
     arch = get_architecture(q.model)
     caption = (f"The peak of one training step of {arch.display_name}, split into what is allocated at that moment, "
                f"from the book's estimator. Full fine-tuning's peak is its weights, gradients and optimizer states; "
-               f"LoRA's is the frozen weights and the activations; QLoRA shrinks the weights to 4 bits and leaves the "
-               f"activations as they were. Dotted lines: the memory of common GPUs.")
+               f"LoRA's is the frozen weights and the activations; QLoRA shrinks the weights to 4 bits, and the "
+               f"activations do not shrink with them. Dotted lines: the memory of common GPUs.")
     return drawn(lambda width: _breakdown_svg(q, width), caption)
 
 

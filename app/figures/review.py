@@ -99,11 +99,11 @@ def _tiles(q: GlanceQuery) -> list[tuple[str, tuple[str, ...], Body]]:
         svg.rect(x, y + 14, side, side, "frozen")
         svg.text(x, y + 8, "W₀", "ts tb")
         svg.text(x, y + side + 28, f"{format_int(d_out)} × {format_int(d_in)}", "ts tm")
-        bx = x + 100
+        bx = x + 112
         svg.rect(bx, y + 14, thin, side, "fb")
         svg.text(bx, y + 8, "B", "ts tb fb-text")
         svg.text(bx - 10, y + side + 28, f"{format_int(d_out)} × {r}", "ts tm")
-        ax = x + 170
+        ax = x + 182
         svg.rect(ax, y + 14, side, thin, "fa")
         svg.text(ax, y + 8, "A", "ts tb fa-text")
         svg.text(ax, y + 36, f"{r} × {format_int(d_in)}", "ts tm")

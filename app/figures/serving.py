@@ -57,7 +57,7 @@ def _fleet_svg(q: FleetQuery, width: float) -> Svg:
     panel_h = 150.0 if narrow else 180.0
     chart = Chart(svg, Scale(TASKS[0], TASKS[-1], left, right, log=True), Scale(low, high, y + panel_h, y, log=True))
     chart.frame("tasks served", "GiB of weights (log)", x_ticks=[1, 10, 100, 1000], x_fmt=lambda v: f"{v:,.0f}",
-                y_fmt=lambda v: f"{v:,.0f}")
+                y_fmt=lambda v: f"{v / 1000:g}k" if v >= 10_000 else f"{v:,.0f}")
     gy = chart.y(gpu.memory_bytes / GIB)
     svg.line(left, gy, right, gy, "guide")
     svg.text(chart.x(12), gy + 15, f"one {gpu.name}", "ts tm halo")  # under the line, between the two curves
