@@ -17,7 +17,7 @@ from calculators.architectures import get_architecture
 from calculators.gpus import get_gpu
 
 from app.figures.chart import Scale
-from app.figures.parts import box, legend
+from app.figures.parts import box, gpu_guides, legend
 from app.figures.spec import Art, Control, FigureQuery, FigureSpec, drawn, register
 from app.figures.svg import WIDE, Svg, text_width
 from app.formatting import GIB, format_count_short, format_gpu_bytes, format_int
@@ -276,14 +276,7 @@ def _preference_svg(q: PreferenceQuery, width: float) -> Svg:
             y += 20
         y += 10
 
-    def guides(layer: Svg) -> None:
-        for i, gpu in enumerate(gpus):
-            gx = bar_x + gpu.memory_bytes * scale
-            layer.line(gx, top - 8 - 13 * i, gx, y - 6, "guide")
-            text = f"{gpu.memory_bytes // GIB} GiB" if narrow else f"{gpu.name}"
-            layer.text(gx, top - 12 - 13 * i, text, "ts tm", anchor="middle" if gx < width - 60 else "end")
-
-    svg.behind(mark, guides)
+    gpu_guides(svg, mark, gpus, bar_x, scale, top, y - 6, short_labels=narrow)
     svg.text(left, y + 6, f"{format_int(q.seq_len)} tokens per sequence, r = {q.rank} on all linear layers, "
                           "checkpointing" if not narrow else f"{format_int(q.seq_len)} tokens, r = {q.rank}, checkpointing",
              "ts tm")

@@ -18,7 +18,7 @@ from calculators.gpus import get_gpu
 from calculators.memory_timeline import step_timeline
 
 from app.figures.chart import Chart, Scale
-from app.figures.parts import legend, nice_ticks
+from app.figures.parts import gpu_guides, legend, nice_ticks
 from app.figures.spec import Art, FigureQuery, FigureSpec, drawn, register
 from app.figures.svg import WIDE, Svg, text_width
 from app.formatting import GIB, format_gpu_bytes, format_int
@@ -229,14 +229,7 @@ def _breakdown_svg(q: StepQuery, width: float) -> Svg:
         svg.rect(x, y + 18, estimate.cuda_context_bytes * scale, 22, "ctx", tip=f"CUDA context: {_gib(estimate.cuda_context_bytes)}")
         y += 54
 
-    def gpu_lines(layer: Svg) -> None:
-        for i, gpu in enumerate(gpus):
-            gx = left + gpu.memory_bytes * scale
-            layer.line(gx, top - 8 - (i % 2) * 13, gx, y - 8, "guide")
-            label = f"{gpu.memory_bytes // GIB} GiB" if narrow else gpu.name
-            layer.text(gx, top - 12 - (i % 2) * 13, label, "ts tm", anchor="end" if gx > width - 60 else "middle")
-
-    svg.behind(mark, gpu_lines)
+    gpu_guides(svg, mark, gpus, left, scale, top, y - 8, short_labels=narrow)
     ckpt = "with" if q.gradient_checkpointing else "without"
     svg.text(left, y + 6, f"batch {q.batch_size} × {format_int(q.seq_len)} tokens, {ckpt} gradient checkpointing, "
                           f"r = {q.rank}" if not narrow else f"batch {q.batch_size} × {format_int(q.seq_len)} tokens, {ckpt} checkpointing",

@@ -17,10 +17,10 @@ from calculators.architectures import get_architecture
 from calculators.gpus import get_gpu
 
 from app.figures.memory import COMPONENTS
-from app.figures.parts import box, legend, linear_module
+from app.figures.parts import box, gpu_guides, legend, linear_module
 from app.figures.spec import Art, FigureQuery, FigureSpec, drawn, register
 from app.figures.svg import TEXT_SIZES, WIDE, Svg, text_width, wrap
-from app.formatting import GIB, format_gpu_bytes, format_int
+from app.formatting import format_gpu_bytes, format_int
 
 
 @lru_cache(maxsize=1)
@@ -298,14 +298,7 @@ def _levers_svg(q: LeversQuery, width: float) -> Svg:
         y += 46
         previous = estimate
 
-    def guides(layer: Svg) -> None:
-        for i, gpu in enumerate(gpus):
-            gx = left + gpu.memory_bytes * scale
-            layer.line(gx, top - 8 - 13 * i, gx, y - 8, "guide")
-            layer.text(gx, top - 12 - 13 * i, f"{gpu.memory_bytes // GIB} GiB" if narrow else gpu.name, "ts tm",
-                       anchor="end" if gx > width - 60 else "middle")
-
-    svg.behind(mark, guides)
+    gpu_guides(svg, mark, gpus, left, scale, top, y - 8, short_labels=narrow)
     svg.text(left, y + 4, f"batch {q.batch_size} × {format_int(q.seq_len)} tokens, r = {q.rank} on all linear layers"
              if not narrow else f"batch {q.batch_size} × {format_int(q.seq_len)} tokens, r = {q.rank}", "ts tm")
     svg.height = y + 12
