@@ -61,6 +61,16 @@ def _persistent(phase: PhaseMemory) -> int:
     return sum(getattr(phase, name) for name in PERSISTENT)
 
 
+def _kept(phase: PhaseMemory) -> int:
+    """What the forward keeps for the backward: saved activations, and autocast's 16-bit weight copies
+    where the estimator reports them (mixed precision on fp32 weights)."""
+    return phase.activations + getattr(phase, "weight_copies", 0)
+
+
+# The estimator's moment after the blocks' backward, under the names it has had.
+_BACKWARD_END = ("backward end", "backward, first layer")
+
+
 def _point(position: float, stage: str, phase: PhaseMemory, gradients: float, activations: float, logits: float,
            temporary: float) -> TimelinePoint:
     return TimelinePoint(position, stage, _persistent(phase), round(gradients), round(activations), round(logits),
@@ -74,14 +84,15 @@ def step_timeline(estimate: MemoryEstimate, n_layers: int, samples_per_pass: int
     if isinstance(samples_per_pass, bool) or not isinstance(samples_per_pass, int) or samples_per_pass < 1:
         raise ValueError(f"samples_per_pass: must be a positive integer, got {samples_per_pass!r}")
     phases = {p.name: p for p in estimate.phases}
+    end_name = next((n for n in _BACKWARD_END if n in phases), _BACKWARD_END[0])
     try:
-        loss, last, end, optim = (phases[n] for n in ("loss backward", "backward, last layer", "backward end",
+        loss, last, end, optim = (phases[n] for n in ("loss backward", "backward, last layer", end_name,
                                                       "optimizer step"))
     except KeyError as exc:
         raise ValueError(f"estimate: missing the phase {exc.args[0]!r}") from exc
     forward_last = phases.get("forward, last layer")
     grads_before = loss.gradients  # non-zero only with gradient accumulation
-    stored = loss.activations
+    stored = _kept(loss)
     steps = min(samples_per_pass, n_layers)
     points: list[TimelinePoint] = [_point(0.0, "forward", loss, grads_before, 0, 0, 0)]
     for k in range(1, steps + 1):
@@ -90,21 +101,21 @@ def step_timeline(estimate: MemoryEstimate, n_layers: int, samples_per_pass: int
         temporary = forward_last.temporary if forward_last is not None and k == steps else 0
         points.append(_point(position, "forward", loss, grads_before, stored * share, 0, temporary))
     for position in (_LOSS[0] + 0.01, _LOSS[1] - 0.01):  # the loss buffers live through the loss's backward
-        points.append(_point(position, "loss", loss, loss.gradients, loss.activations, loss.logits_and_loss,
+        points.append(_point(position, "loss", loss, loss.gradients, _kept(loss), loss.logits_and_loss,
                              loss.temporary))
-    points.append(_point(_BACKWARD[0], "backward", last, last.gradients, last.activations, last.logits_and_loss,
+    points.append(_point(_BACKWARD[0], "backward", last, last.gradients, _kept(last), last.logits_and_loss,
                          last.temporary))
     for k in range(1, steps):
         share = k / steps  # blocks done, walking down from the last
         position = _BACKWARD[0] + share * (_BACKWARD[1] - _BACKWARD[0])
         points.append(_point(position, "backward", end,
                              last.gradients + share * (end.gradients - last.gradients),
-                             last.activations + share * (end.activations - last.activations), 0,
+                             _kept(last) + share * (_kept(end) - _kept(last)), 0,
                              last.temporary + share * (end.temporary - last.temporary)))
-    points.append(_point(_BACKWARD[1], "backward", end, end.gradients, end.activations, 0, end.temporary))
-    points.append(_point(_OPTIMIZER[0] + 0.04, "optimizer", optim, optim.gradients, optim.activations, 0,
+    points.append(_point(_BACKWARD[1], "backward", end, end.gradients, _kept(end), 0, end.temporary))
+    points.append(_point(_OPTIMIZER[0] + 0.04, "optimizer", optim, optim.gradients, _kept(optim), 0,
                          optim.temporary))
-    points.append(_point(_OPTIMIZER[1], "optimizer", optim, optim.gradients, optim.activations, 0, optim.temporary))
+    points.append(_point(_OPTIMIZER[1], "optimizer", optim, optim.gradients, _kept(optim), 0, optim.temporary))
     points.append(_point(_NEXT[0] + 0.01, "next step", optim, grads_before, 0, 0, 0))
     points.append(_point(_NEXT[1], "next step", optim, grads_before, 0, 0, 0))
     spans = (("forward", *_FORWARD), ("loss", *_LOSS), ("backward", *_BACKWARD), ("optimizer", *_OPTIMIZER),

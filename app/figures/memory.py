@@ -258,7 +258,7 @@ class TimelineQuery(ModelQuery):
 
 
 BANDS = (("persistent", "m-weights", "weights, adapters, optimizer states"), ("gradients", "m-gradients", "gradients"),
-         ("activations", "m-activations", "saved activations"), ("logits_and_loss", "m-logits_and_loss", "logits and loss"),
+         ("activations", "m-activations", "saved for the backward pass"), ("logits_and_loss", "m-logits_and_loss", "logits and loss"),
          ("temporary", "m-temporary", "temporary buffers"))
 
 
