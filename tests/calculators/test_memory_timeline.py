@@ -44,3 +44,16 @@ def test_bad_arguments_name_the_field():
         step_timeline(estimate, 0)
     with pytest.raises(ValueError, match="samples_per_pass"):
         step_timeline(estimate, 12, samples_per_pass=0)
+
+
+def test_the_backward_end_is_found_under_either_name():
+    import dataclasses
+
+    estimate = memory.estimate_memory("llama-2-7b", method="lora", r=16, target_modules="all-linear", seq_len=2048)
+    renamed = dataclasses.replace(estimate, phases=tuple(
+        dataclasses.replace(p, name="backward, first layer") if p.name == "backward end" else p for p in estimate.phases))
+    assert [p.total_bytes for p in step_timeline(renamed, 32).points] == \
+        [p.total_bytes for p in step_timeline(estimate, 32).points]
+    broken = dataclasses.replace(estimate, phases=tuple(p for p in estimate.phases if p.name != "backward end"))
+    with pytest.raises(ValueError, match="backward end"):
+        step_timeline(broken, 32)
