@@ -6,10 +6,10 @@ Plotly specs for the instruments' interactive plots live in `app.figures.plotly`
 
 from __future__ import annotations
 
-from app.figures import family, lab, lora, memory, nf4, peft_methods, practice, spectrum, transformer
+from app.figures import adaptation, corrections, family, lab, lora, memory, nf4, peft_methods, practice, review, serving, spectrum, transformer
 from app.figures.spec import Art, Control, FigureQuery, FigureSpec
 
-SUBJECTS = (memory, peft_methods, lora, transformer, spectrum, nf4, family, practice, lab)
+SUBJECTS = (memory, peft_methods, lora, transformer, spectrum, nf4, family, practice, lab, adaptation, serving, review, corrections)
 FIGURES: dict[str, FigureSpec] = {spec.name: spec for subject in SUBJECTS for spec in subject.FIGURES}
 
 __all__ = ["FIGURES", "Art", "Control", "FigureQuery", "FigureSpec", "get_figure"]

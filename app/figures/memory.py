@@ -18,7 +18,7 @@ from calculators.gpus import get_gpu
 from calculators.memory_timeline import step_timeline
 
 from app.figures.chart import Chart, Scale
-from app.figures.parts import legend, nice_ticks
+from app.figures.parts import gpu_guides, legend, nice_ticks
 from app.figures.spec import Art, FigureQuery, FigureSpec, drawn, register
 from app.figures.svg import WIDE, Svg, text_width
 from app.formatting import GIB, format_gpu_bytes, format_int
@@ -27,7 +27,7 @@ from app.queries import split_modules
 COMPONENTS = {
     "weights": "base weights", "quant_constants": "quantization constants", "adapter_weights": "adapter weights",
     "gradients": "gradients", "optimizer_states": "optimizer states", "master_weights": "fp32 master weights",
-    "activations": "activations", "logits_and_loss": "logits and loss", "temporary": "temporary buffers",
+    "weight_copies": "autocast weight copies", "activations": "activations", "logits_and_loss": "logits and loss", "temporary": "temporary buffers",
 }
 METHOD_LABELS = {"full": "Full fine-tuning", "lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA"}
 GPU_LINES = ("rtx-4090", "rtx-a6000", "h100-80gb")
@@ -212,7 +212,7 @@ def _breakdown_svg(q: StepQuery, width: float) -> Svg:
     svg = Svg(width, 10, f"Peak memory of one training step of {arch.display_name} by component: "
                          + ", ".join(METHOD_LABELS[m] for m, _ in estimates))
     left, room = 12.0, width - 24
-    used = [k for k in COMPONENTS if any(e.breakdown()[k] for _, e in estimates)]
+    used = [k for k in COMPONENTS if any(e.breakdown().get(k) for _, e in estimates)]
     y = legend(svg, left, 6, [(f"m-{k}", COMPONENTS[k]) for k in used] + [("ctx", "CUDA context")], room) + 40
     mark = svg.mark()
     largest = max(max(e.total_with_context_bytes for _, e in estimates), max(g.memory_bytes for g in gpus))
@@ -222,21 +222,14 @@ def _breakdown_svg(q: StepQuery, width: float) -> Svg:
         svg.text(left, y + 12, f"{METHOD_LABELS[method]}: {_gib(estimate.total_with_context_bytes)}", "ts tb halo")
         x = left
         for key in used:
-            n_bytes = estimate.breakdown()[key]
+            n_bytes = estimate.breakdown().get(key, 0)
             if n_bytes:
                 svg.rect(x, y + 18, n_bytes * scale, 22, f"m-{key}", tip=f"{COMPONENTS[key]}: {_gib(n_bytes)}")
                 x += n_bytes * scale
         svg.rect(x, y + 18, estimate.cuda_context_bytes * scale, 22, "ctx", tip=f"CUDA context: {_gib(estimate.cuda_context_bytes)}")
         y += 54
 
-    def gpu_lines(layer: Svg) -> None:
-        for i, gpu in enumerate(gpus):
-            gx = left + gpu.memory_bytes * scale
-            layer.line(gx, top - 8 - (i % 2) * 13, gx, y - 8, "guide")
-            label = f"{gpu.memory_bytes // GIB} GiB" if narrow else gpu.name
-            layer.text(gx, top - 12 - (i % 2) * 13, label, "ts tm", anchor="end" if gx > width - 60 else "middle")
-
-    svg.behind(mark, gpu_lines)
+    gpu_guides(svg, mark, gpus, left, scale, top, y - 8, short_labels=narrow)
     ckpt = "with" if q.gradient_checkpointing else "without"
     svg.text(left, y + 6, f"batch {q.batch_size} × {format_int(q.seq_len)} tokens, {ckpt} gradient checkpointing, "
                           f"r = {q.rank}" if not narrow else f"batch {q.batch_size} × {format_int(q.seq_len)} tokens, {ckpt} checkpointing",
@@ -249,8 +242,8 @@ def _breakdown(q: StepQuery) -> Art:
     arch = get_architecture(q.model)
     caption = (f"The peak of one training step of {arch.display_name}, split into what is allocated at that moment, "
                f"from the book's estimator. Full fine-tuning's peak is its weights, gradients and optimizer states; "
-               f"LoRA's is the frozen weights and the activations; QLoRA shrinks the weights to 4 bits and leaves the "
-               f"activations as they were. Dotted lines: the memory of common GPUs.")
+               f"LoRA's is the frozen weights and the activations; QLoRA shrinks the weights to 4 bits, and the "
+               f"activations do not shrink with them. Dotted lines: the memory of common GPUs.")
     return drawn(lambda width: _breakdown_svg(q, width), caption)
 
 
@@ -265,7 +258,7 @@ class TimelineQuery(ModelQuery):
 
 
 BANDS = (("persistent", "m-weights", "weights, adapters, optimizer states"), ("gradients", "m-gradients", "gradients"),
-         ("activations", "m-activations", "saved activations"), ("logits_and_loss", "m-logits_and_loss", "logits and loss"),
+         ("activations", "m-activations", "saved for the backward pass"), ("logits_and_loss", "m-logits_and_loss", "logits and loss"),
          ("temporary", "m-temporary", "temporary buffers"))
 
 

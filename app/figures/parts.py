@@ -10,8 +10,10 @@ import math
 from collections.abc import Sequence
 
 from calculators.architectures import LinearModule, get_architecture
+from calculators.gpus import Gpu
 
 from app.figures.svg import TEXT_SIZES, Svg, text_width
+from app.formatting import GIB
 
 
 def linear_module(model: str, name: str) -> LinearModule:
@@ -69,6 +71,20 @@ def legend(svg: Svg, x: float, y: float, items: Sequence[tuple[str, str]], max_w
         svg.text(cx + swatch + 5, cy + swatch - 1.5, label, "ts")
         cx += item_width
     return cy + row_height
+
+
+def gpu_guides(svg: Svg, mark: int, gpus: Sequence[Gpu], x0: float, scale: float, top: float, bottom: float,
+               short_labels: bool) -> None:
+    """Dotted lines at each GPU's memory on a bar chart (x0 + bytes × scale), drawn behind what was drawn
+    since `mark`, labelled above `top` (staggered; "80 GiB" rather than the card's name with `short_labels`)."""
+    def draw(layer: Svg) -> None:
+        for i, gpu in enumerate(gpus):
+            gx = x0 + gpu.memory_bytes * scale
+            layer.line(gx, top - 8 - (i % 2) * 13, gx, bottom, "guide")
+            label = f"{gpu.memory_bytes // GIB} GiB" if short_labels else gpu.name
+            layer.text(gx, top - 12 - (i % 2) * 13, label, "ts tm", anchor="end" if gx > svg.width - 60 else "middle")
+
+    svg.behind(mark, draw)
 
 
 def nice_ticks(high: float, count: int = 5) -> list[float]:

@@ -7,10 +7,11 @@ reader's form may set), a `draw` function that asks `calculators` for the number
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict
@@ -78,6 +79,10 @@ class FigureSpec:
     def parse(self, values: Mapping[str, Any]) -> FigureQuery:
         """Validate arguments (pydantic's ValidationError names the field)."""
         return self.query_model.model_validate(dict(values))
+
+    def query_string(self, controls: Sequence[Control]) -> str:
+        """A live figure's current settings as a URL query: its own page shows the same drawing."""
+        return urlencode([(c.name, c.value) for c in controls])
 
     def render(self, query: FigureQuery) -> Art:
         """The drawing for validated arguments (remembered: figures are pure functions of them)."""

@@ -49,7 +49,7 @@ def figure(request: Request, name: str, htmx: HtmxRequest):
     spec = FIGURES.get(name)
     if spec is None:
         return page(request, "404.html", status_code=404, message=f"There is no figure called “{name}”.")
-    context = {**_drawn(spec, dict(request.query_params)), "fig_id": f"fig-{name}", "label": "Figure"}
+    context = {**_drawn(spec, dict(request.query_params)), "fig_id": f"fig-{name}", "label": "Figure", "standalone": True}
     if htmx:
         response = request.app.state.templates.TemplateResponse(request, "_figure.html", context, block_name="body")
     else:

@@ -255,7 +255,129 @@ def test_unknown_figure_is_a_404(client):
     assert client.get("/figures/no-such-figure", headers={"accept": "text/html"}).status_code == 404
 
 
-def test_gallery_shows_every_figure(client):
+def test_gallery_shows_every_figure_and_the_home_page_links_it(client):
+    home = BeautifulSoup(client.get("/").text, "html.parser")
+    assert home.select_one(".tools a.tool-card[href='/figures']") is not None
     soup = BeautifulSoup(client.get("/figures").text, "html.parser")
     assert sorted(f["data-figure"] for f in soup.select("figure.fig")) == sorted(FIGURES)
     assert not re.search(r"\bid=\"fig-[^\"]+\"[^>]*\bid=", client.get("/figures").text)
+
+
+# ---------------------------------------------------------------------------- chapters 10-13
+
+
+def test_adaptation_ladder_shows_kv_cache_and_training_state():
+    from calculators import preference
+    from calculators.architectures import get_architecture
+
+    texts = _texts("adaptation-ladder", model="llama-3-8b", rank=16, prompt_tokens=1500, retrieved_tokens=4000)
+    arch = get_architecture("llama-3-8b")
+    assert format_gpu_bytes(preference.kv_cache_bytes(arch, 1, 1500)) in texts
+    assert format_gpu_bytes(preference.kv_cache_bytes(arch, 1, 4000)) in texts
+    per = memory.full_ft_bytes_per_param()
+    assert format_gpu_bytes(arch.n_params * per.total) in texts  # full fine-tuning's state
+    lora = params.count_trainable(arch, "lora", r=16, target_modules="all-linear")
+    assert format_gpu_bytes(memory.weight_bytes(arch.n_params, "bf16") + lora.trainable * per.total) in texts
+
+
+def test_preference_memory_shows_each_steps_peak_and_the_reference_only_for_full_fine_tuning():
+    from calculators import preference
+
+    spec = FIGURES["preference-memory"]
+    root = parse_svg(spec.render(spec.parse({})).wide)
+    texts = svg_texts(root)
+    for algorithm in ("sft", "dpo", "grpo"):
+        for method in ("full", "lora", "qlora"):
+            step = preference.preference_step("llama-3-8b", algorithm, method, r=16, seq_len=1024, group_size=8)
+            assert format_gpu_bytes(step.total_bytes) in texts, (algorithm, method)
+    references = [r for r in root.iter(f"{SVG_NS}rect") if r.get("class") == "hot" and r.find(f"{SVG_NS}title") is not None]
+    assert len(references) == 2  # DPO and GRPO under full fine-tuning; none with an adapter
+
+
+def test_selective_layers_fragment_follows_the_fraction(client):
+    from calculators import selective
+
+    for fraction in (0.125, 0.5):
+        soup = _fragment(client, "selective-layers", fraction=fraction, model="llama-3-8b", rank=16)
+        chosen = selective.selective_training("llama-3-8b", fraction)
+        assert format_int(chosen.trainable) in soup.select_one(".fig-readout").get_text()
+        trained = [r for r in soup.select(".fig-wide svg rect.train") if r.select_one("title")]
+        assert trained and all(f"{chosen.layers_per_kind} of 32" in r.select_one("title").get_text() for r in trained)
+
+
+def test_serving_fleet_fragment_follows_the_rank(client):
+    from calculators import serving
+
+    soup = _fragment(client, "serving-fleet", rank=64, model="llama-3-8b", gpu="h100-80gb")
+    one = serving.serving_memory("llama-3-8b", 1, 64)
+    readout = soup.select_one(".fig-readout").get_text()
+    assert format_gpu_bytes(one.adapter_bytes) in readout
+    assert f"{(80 * 2**30 - one.base_bytes) // one.adapter_bytes:,} adapters" in readout
+    texts = [t.get_text() for t in soup.select(".fig-wide svg text")]
+    assert format_gpu_bytes(serving.serving_memory("llama-3-8b", 1000, 64).shared_base_bytes) in texts
+    assert f"+{100 * serving.decode_read_overhead('llama-3-8b', 64, 64):.1f}%" in texts
+
+
+def test_memory_levers_show_the_estimators_totals():
+    texts = " ".join(_texts("memory-levers", model="llama-2-7b", rank=16, seq_len=2048))
+    for method, ckpt in (("full", False), ("lora", False), ("lora", True), ("qlora", True)):
+        estimate = memory.estimate_memory("llama-2-7b", method=method, r=16, target_modules="all-linear",
+                                          batch_size=1, seq_len=2048, gradient_checkpointing=ckpt)
+        assert format_gpu_bytes(estimate.total_bytes) in texts, (method, ckpt)
+
+
+def test_lora_at_a_glance_counts_and_points_to_chapters():
+    texts = _texts("lora-at-a-glance", model="llama-2-7b", module="q_proj", rank=16, alpha=32)
+    joined = " ".join(texts)
+    assert format_int(params.lora_module_params(4096, 4096, 16)) in joined
+    assert format_int(params.count_trainable("llama-2-7b", "lora", r=16, target_modules="all-linear").trainable) in joined
+    assert "α/r = 32/16 = 2" in joined
+    assert "ch. 2" in texts and "ch. 6" in texts  # the LoRA chapter and the family's
+
+
+def test_usual_figures_sit_at_their_ratio_to_the_computed_ones():
+    import math
+
+    from app.figures.corrections import claims
+
+    spec = FIGURES["usual-vs-computed"]
+    root = parse_svg(spec.render(spec.parse({})).wide)
+    dots = [float(c.get("cx")) for c in root.iter(f"{SVG_NS}circle")]
+    rows = claims()
+    assert len(dots) == len(rows)
+    axis = [float(line.get("x1")) for line in root.iter(f"{SVG_NS}line") if line.get("class") == "axis"]
+    one = axis[0]  # the "right" line, ratio 1
+    for dot, claim in zip(dots, rows):
+        assert (dot < one) == (claim.ratio < 1), claim.quote
+    ratios = [c.ratio for c in rows]
+    # the log scale: equal ratios of ratios are equal distances
+    span = (dots[0] - one) / math.log10(ratios[0])
+    for dot, ratio in zip(dots[1:], ratios[1:]):
+        assert dot - one == pytest.approx(span * math.log10(ratio), abs=0.05)  # coordinates are written to 0.01
+    by_quote = {c.quote: c for c in rows}
+    assert by_quote["Full FT of a 7B model needs 56 GB"].usual == 56e9
+    assert by_quote["Full FT of a 7B model needs 56 GB"].computed == memory.full_ft_bytes_per_param().total * 6_738_415_616
+
+
+def test_full_ft_repair_ends_at_the_computed_training_state():
+    texts = _texts("full-ft-repair")
+    per = memory.full_ft_bytes_per_param()
+    assert texts.count(format_gpu_bytes(6_738_415_616 * per.total)) == 1
+    assert format_gpu_bytes(56e9) in texts and format_gpu_bytes(112e9) in texts
+
+
+def test_a_live_figure_links_to_its_own_page_with_its_settings(client):
+    soup = BeautifulSoup(client.get("/chapters/lora").text, "html.parser")
+    figure = soup.select_one("figure[data-figure=lora-shapes]")
+    assert figure["data-url-mode"] == "embed" and figure["id"] == "fig-2-2"
+    link = figure.select_one("a.fig-page-link")
+    assert link["href"] == "/figures/lora-shapes?rank=8&module=q_proj&model=llama-2-7b&alpha=16"
+    assert soup.select_one("script[src='/static/js/figures.js']") is not None
+    page = BeautifulSoup(client.get(link["href"]).text, "html.parser")  # the same drawing on its own page
+    own = page.select_one("figure[data-figure=lora-shapes]")
+    assert own["data-url-mode"] == "page" and own.select_one("a.fig-page-link") is None
+    assert own.select_one(".fig-readout").get_text() == figure.select_one(".fig-readout").get_text()
+    assert page.select_one("script[src='/static/js/figures.js']") is not None
+    still = BeautifulSoup(client.get("/chapters/why-peft").text, "html.parser")  # no live figure, no script
+    assert still.select_one("script[src='/static/js/figures.js']") is None
+    assert not still.select("figure[data-url-mode]")

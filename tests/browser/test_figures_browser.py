@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import pytest
 
+from app.content import CHAPTER_FILE, read_meta
 from app.formatting import format_int
+from app.settings import Settings
 from calculators import nf4, params
 
 pytestmark = pytest.mark.browser
 
-CHAPTERS = ("why-peft", "lora", "rank-and-targets", "memory", "qlora", "lora-family", "other-peft", "practice", "lab")
+CHAPTERS = [read_meta(path).label for path in sorted(Settings().content_dir.glob("*.md")) if CHAPTER_FILE.match(path.name)]
 
 # For every text of every visible figure: its rendered size in CSS px, and its contrast against
 # what is painted under it (figure shapes composited over the nearest opaque HTML background).
@@ -142,3 +144,74 @@ def test_live_figures_redraw_when_their_control_moves(live_server, browser_page)
     page.wait_for_function(
         "(text) => document.querySelector('figure[data-figure=nf4-blocks] .fig-readout').textContent.includes(text)",
         arg=f"{4 + bits:.3f} bits per parameter", timeout=10_000)
+
+
+def _readout_has(page, name: str, text: str) -> None:
+    page.wait_for_function(
+        "([name, text]) => document.querySelector(`figure[data-figure=${name}] .fig-readout`).textContent.includes(text)",
+        arg=[name, text], timeout=10_000)
+
+
+def _settled(page) -> None:
+    page.wait_for_function("() => !document.querySelector('.fig-controls.htmx-request')", timeout=10_000)
+
+
+def test_a_figures_own_page_restores_its_settings_on_back_and_forward(live_server, browser_page):
+    page = browser_page
+    page.goto(f"{live_server}/figures/lora-shapes")
+    page.wait_for_load_state("load")
+    figure = page.locator("figure[data-figure=lora-shapes]")
+    q_proj_16 = format_int(params.lora_module_params(4096, 4096, 16))
+    down_proj_16 = format_int(params.lora_module_params(11008, 4096, 16))
+
+    figure.locator("input[name=rank][value='16']").check()
+    _readout_has(page, "lora-shapes", f"{q_proj_16} parameters")
+    page.wait_for_function("() => location.search.includes('rank=16')")
+    page.wait_for_timeout(1100)  # settings a second apart are separate history entries
+    figure.locator("select[name=module]").select_option("down_proj")
+    _readout_has(page, "lora-shapes", f"{down_proj_16} parameters")
+    page.wait_for_function("() => location.search.includes('module=down_proj')")
+
+    page.go_back()
+    _readout_has(page, "lora-shapes", f"{q_proj_16} parameters")
+    _settled(page)
+    assert figure.locator("input[name=rank][value='16']").is_checked()
+    assert figure.locator("select[name=module]").input_value() == "q_proj"
+    page.go_back()  # the page as first drawn: rank 8
+    _readout_has(page, "lora-shapes", f"{format_int(params.lora_module_params(4096, 4096, 8))} parameters")
+    _settled(page)
+    assert figure.locator("input[name=rank][value='8']").is_checked()
+    page.go_forward()
+    _readout_has(page, "lora-shapes", f"{q_proj_16} parameters")
+    page.go_forward()
+    _readout_has(page, "lora-shapes", f"{down_proj_16} parameters")
+    _settled(page)
+    assert figure.locator("select[name=module]").input_value() == "down_proj"
+    assert "rank 16" in figure.locator(".fig-wide svg").get_attribute("aria-label")
+
+
+def test_a_chapter_figure_keeps_its_settings_in_the_url_and_on_its_own_page(live_server, browser_page):
+    page = browser_page
+    page.goto(f"{live_server}/chapters/qlora")
+    page.wait_for_load_state("load")
+    figure = page.locator("figure[data-figure=nf4-blocks]")
+    fig_id = figure.get_attribute("id")
+    figure.locator("input[name=blocksize][value='256']").check()
+    figure.locator("input[type=checkbox][name=double_quant]").uncheck()
+    bits = nf4.bits_per_param(256, double_quant=False)
+    _readout_has(page, "nf4-blocks", f"{4 + bits:.3f} bits per parameter")
+    page.wait_for_function("(id) => location.search.includes(id + '.blocksize=256')", arg=fig_id)
+    link = figure.locator(".fig-page-link")
+    page.wait_for_function("el => el.href.includes('blocksize=256')", arg=link.element_handle())
+
+    page.reload()  # the chapter's URL brings the figure back as the reader left it
+    page.wait_for_load_state("load")
+    _readout_has(page, "nf4-blocks", f"{4 + bits:.3f} bits per parameter")
+    assert figure.locator("input[name=blocksize][value='256']").is_checked()
+    assert not figure.locator("input[type=checkbox][name=double_quant]").is_checked()
+
+    page.locator(f"#{fig_id} .fig-page-link").click()
+    page.wait_for_url("**/figures/nf4-blocks?**")
+    own = page.locator("figure[data-figure=nf4-blocks]")
+    assert own.locator("input[name=blocksize][value='256']").is_checked()
+    assert f"{4 + bits:.3f} bits per parameter" in own.locator(".fig-readout").inner_text()

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.browser
 
 AXE_JS = PROJECT_ROOT / "node_modules" / "axe-core" / "axe.min.js"
 CHAPTERS = [read_meta(path).label for path in sorted(Settings().content_dir.glob("*.md")) if CHAPTER_FILE.match(path.name)]
-PAGES = ["/", "/instruments", "/lab", "/docs", "/no-such-page"] + [f"/chapters/{c}" for c in CHAPTERS] + [
+PAGES = ["/", "/instruments", "/lab", "/docs", "/no-such-page", "/figures", "/figures/lora-shapes"] + [f"/chapters/{c}" for c in CHAPTERS] + [
     f"/instruments/{name}" for name in INSTRUMENTS]
 WIDTHS = (390, 1280)
 THEMES = ("light", "dark")

@@ -47,3 +47,4 @@ def test_bad_arguments_name_the_field():
         step_timeline(estimate, 0)
     with pytest.raises(ValueError, match="samples_per_pass"):
         step_timeline(estimate, 12, samples_per_pass=0)
+
