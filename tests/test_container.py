@@ -223,6 +223,11 @@ def world_readable_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+# SmolLM2-135M (30 layers, hidden 576, k/v 192), the lab's default r=8 on q_proj and v_proj, by hand:
+# r·(576 + 576) for q, r·(576 + 192) for v, in each of the 30 layers.
+LAB_DEFAULT_PARAMS = 30 * 8 * ((576 + 576) + (576 + 192))
+
+
 def test_the_image_steps_install_into_a_fresh_venv_and_serve(world_readable_dir):
     tmp_path = world_readable_dir
     venv = tmp_path / "venv"
@@ -253,7 +258,7 @@ def test_the_image_steps_install_into_a_fresh_venv_and_serve(world_readable_dir)
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert httpx.get(f"{base}/chapters/qlora").status_code == 200
         predicted = httpx.post(f"{base}/api/v1/train/predict", json={"rank": 8}, timeout=10)
-        assert predicted.status_code == 200 and predicted.json()["predicted"]["trainable_params"] == 74_883
+        assert predicted.status_code == 200 and predicted.json()["predicted"]["trainable_params"] == LAB_DEFAULT_PARAMS
     finally:
         process.terminate()
         process.wait(timeout=10)

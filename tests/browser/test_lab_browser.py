@@ -36,11 +36,12 @@ def test_a_short_run_from_the_page(lab_server, lab_model_dir, browser_context_fa
     page.click("#lab-start")
 
     # loading and the "before" answers show as progress, then the steps stream in
-    page.wait_for_function("document.getElementById('lab-status').textContent.includes('held-out requests')", timeout=300_000)
+    page.wait_for_function("() => document.getElementById('lab-status').textContent.includes('held-out requests')",
+                           timeout=300_000)
     page.wait_for_selector("#lab-loss .scatterlayer .trace", timeout=300_000)
     assert page.inner_text("#lab-sample-log li:first-child .lab-sample-step") == "before"
     page.wait_for_selector("#lab-status[data-kind=done]", timeout=600_000)
-    losses = page.evaluate("document.getElementById('lab-loss').data[0].y")
+    losses = page.evaluate("() => document.getElementById('lab-loss').data[0].y")
     assert len(losses) == 5 and all(v > 0 for v in losses)
     # the sample request's answers: before training, at step 5 (the end)
     steps = page.eval_on_selector_all("#lab-sample-log .lab-sample-step", "els => els.map(e => e.textContent)")

@@ -50,11 +50,12 @@ OVERFLOWING = """() => {
 }"""
 
 PLOTS_FIT = """() => [...document.querySelectorAll('.plot')].filter(plot => {
+  if (!plot.getClientRects().length) return false;  // hidden (the lab's loss plot before a run): nothing drawn
   const frame = (plot.closest('.instrument') || document.body).getBoundingClientRect();
   const svg = plot.querySelector('svg.main-svg');
   const box = (svg || plot).getBoundingClientRect();
   return box.left < frame.left - 1 || box.right > frame.right + 1;
-}).map(plot => plot.dataset.figure)"""
+}).map(plot => plot.dataset.figure || plot.id)"""
 
 
 @pytest.fixture(scope="module")

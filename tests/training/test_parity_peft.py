@@ -65,7 +65,10 @@ def test_the_first_losses_match_peft(method, lab_model_dir, small_task):
         if isinstance(module, LoRALinear):
             twin = peft_model.base_model.model.get_submodule(name)
             assert torch.count_nonzero(module.lora_B.weight) > 0
-            torch.testing.assert_close(module.lora_B.weight, twin.lora_B["default"].weight, rtol=1e-4, atol=1e-6)
+            # atol: a thousandth of one Adam step (lr 5e-3). Adam divides by sqrt(v), so an element whose
+            # gradient is near zero turns float-rounding differences into visible ones (seen: 3e-6 for DoRA).
+            torch.testing.assert_close(module.lora_B.weight, twin.lora_B["default"].weight, rtol=1e-4,
+                                       atol=config.lr * 1e-3)
             if isinstance(module, DoRALinear):
                 torch.testing.assert_close(module.lora_magnitude_vector, twin.lora_magnitude_vector["default"].weight,
                                            rtol=1e-5, atol=1e-6)
