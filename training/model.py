@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.model_cache import read_marker
+from training.model_cache import WEIGHTS_FILE, read_marker, unpack
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,17 @@ def load_base(model_dir: str) -> tuple[nn.Module, object]:
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out everywhere; any id will do
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    if (path / WEIGHTS_FILE).is_file():  # our cache: packed weights (training/model_cache.py)
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, GenerationConfig
+
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        model_class = AutoModelForCausalLM._model_mapping[type(config)]
+        model = model_class.from_pretrained(None, config=config, state_dict=unpack(load_file(path / WEIGHTS_FILE)),
+                                            dtype=torch.float32)
+        model.generation_config = GenerationConfig.from_pretrained(path, local_files_only=True)
+    else:  # a self-hoster's checkpoint (LORALAB_MODEL_PATH)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     for param in model.parameters():
