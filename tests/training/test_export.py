@@ -27,9 +27,11 @@ def _train(method, lab_model_dir, small_task, out, **extra):
 
 
 def _fresh_base(lab_model_dir):
-    from transformers import AutoModelForCausalLM
+    """The base as a float32 transformers model, as a reader's from_pretrained gives it (our cache
+    packs its weights: read_model unpacks them to the same float32 numbers)."""
+    from training.model import read_model
 
-    return AutoModelForCausalLM.from_pretrained(lab_model_dir, local_files_only=True, dtype=torch.float32)
+    return read_model(lab_model_dir)
 
 
 @pytest.mark.parametrize("method", ["lora", "dora"])

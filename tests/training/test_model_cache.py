@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 
 from calculators.architectures import ARCHITECTURES  # noqa: E402
 from training.model import load_base, load_model  # noqa: E402
-from training.model_cache import BASE_MODEL_ID, MARKER, build_cache, packaged_gguf  # noqa: E402
+from training.model_cache import (  # noqa: E402
+    BASE_MODEL_ID, MARKER, WEIGHTS_FILE, build_cache, pack, packaged_gguf, unpack)
 
 
 def test_the_cache_holds_smollm2_with_the_calculators_shape(lab_model_dir):
@@ -44,9 +45,9 @@ def test_the_cache_names_the_hub_id_and_no_server_path(lab_model_dir):
 
 
 def test_building_again_is_a_no_op(lab_model_dir):
-    stamp = (lab_model_dir / "model.safetensors").stat().st_mtime_ns
+    stamp = (lab_model_dir / WEIGHTS_FILE).stat().st_mtime_ns
     assert build_cache(lab_model_dir) == lab_model_dir
-    assert (lab_model_dir / "model.safetensors").stat().st_mtime_ns == stamp
+    assert (lab_model_dir / WEIGHTS_FILE).stat().st_mtime_ns == stamp
     assert packaged_gguf().name == "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -54,3 +55,36 @@ def test_a_folder_without_a_model_says_how_to_get_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="scripts/setup") as info:
         load_base(str(tmp_path))
     assert str(tmp_path.parent) not in str(info.value)  # names the folder, not the server's path to it
+
+
+def test_the_packed_cache_is_the_dequantized_gguf_bit_for_bit(lab_model_dir):
+    """The cache keeps 4-/8-bit codes and fp16 block scales; the model loaded from it equals, bit
+    for bit, transformers' own float32 dequantization of the GGUF file (what the cache replaced)."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = packaged_gguf()
+    reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model, _ = load_base(str(lab_model_dir))
+    expected, loaded = reference.state_dict(), model.state_dict()
+    assert expected.keys() == loaded.keys()
+    assert not [name for name in expected if not torch.equal(expected[name], loaded[name])]
+    packed_bytes = (lab_model_dir / WEIGHTS_FILE).stat().st_size
+    assert packed_bytes < 100 * 2**20 < 500 * 2**20 < 134_515_008 * 4  # 92 MiB instead of 513 MiB
+
+
+def test_packing_keeps_any_tensor_it_cannot_give_back_exactly():
+    generator = torch.Generator().manual_seed(0)
+    q4 = torch.tensor([0.5, 0.25], dtype=torch.float16).float()
+    codes = torch.randint(0, 16, (4, 32), generator=generator).float()
+    blocky = (q4[0] * codes + q4[1]).reshape(2, 64)  # Q4_1 blocks: d·q + m, fp16 d and m
+    q8 = (torch.tensor(0.125, dtype=torch.float16).float() * torch.randint(-127, 128, (2, 32), generator=generator)).float()
+    q8[:, 0] = 127 * 0.125  # the block's largest magnitude sets its scale
+    free = torch.randn(3, 32, generator=generator)  # arbitrary float32: no block form is exact
+    tied = torch.zeros(2, 32)
+    packed = pack({"blocky": blocky, "q8": q8, "free": free, "tied": tied, "tied_again": tied, "bias": torch.ones(5)})
+    assert {"blocky.q4", "blocky.d", "blocky.m", "q8.q8", "q8.d", "free", "bias"} <= set(packed)
+    assert "tied_again" not in packed and "tied.q4" in packed  # a constant block packs too
+    assert packed["blocky.q4"].dtype == torch.uint8 and packed["blocky.q4"].shape == (4, 16)
+    state = unpack(packed)
+    for name, original in (("blocky", blocky), ("q8", q8), ("free", free), ("tied", tied)):
+        assert state[name].shape == original.shape and torch.equal(state[name], original), name
