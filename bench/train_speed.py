@@ -7,6 +7,16 @@ table of tokens/s and torch.cuda.max_memory_allocated.
 
     python bench/train_speed.py             # the real thing (CUDA)
     python bench/train_speed.py --dry-run   # a tiny model on CPU in seconds (checks the harness)
+    python bench/train_speed.py --cpu       # ours vs peft on the CPU, SmolLM2-135M shape (issue 16)
+
+`--cpu` (no GPU needed): the SmolLM2-135M shape (30 layers, hidden 576, MLP 1536, 9 heads, 3 kv
+heads, vocab 49,152, tied head), random init, fp32, r=16 on all seven linear kinds, AdamW, batch
+8 x 96 tokens. Ours and peft are built once each (same seed, same base weights) and then timed
+ALTERNATELY: each repetition times one model for `--steps` steps and takes its best step, then the
+other (the order flips every repetition), so both see the same machine load. The ratio of the two
+best step times (peft / ours: > 1 means ours is faster) is printed per repetition and summarised
+as median with min and max. `--model-dir` uses a cached model (e.g. the lab's SmolLM2-135M-Instruct)
+instead of random weights.
 
 On CPU the memory column is `n/a` (there is no allocator peak to read); peft's QLoRA needs CUDA
 (bitsandbytes' Linear4bit quantizes on `.cuda()`), so its rows are skipped there.
@@ -45,6 +55,7 @@ class Shape:
 
 TINYLLAMA = Shape(2048, 5632, 22, 32, 4, 32000, batch_size=8, seq_len=512)
 DRY_RUN = Shape(64, 128, 2, 4, 2, 256, batch_size=2, seq_len=32)
+SMOLLM2 = Shape(576, 1536, 30, 9, 3, 49152, batch_size=8, seq_len=96)
 
 
 @dataclass(frozen=True)
@@ -57,14 +68,14 @@ class Result:
     note: str = ""
 
 
-def build_model(shape: Shape, device: torch.device, dtype: torch.dtype):
+def build_model(shape: Shape, device: torch.device, dtype: torch.dtype, tie_word_embeddings: bool = False):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         hidden_size=shape.hidden_size, intermediate_size=shape.intermediate_size,
         num_hidden_layers=shape.num_hidden_layers, num_attention_heads=shape.num_attention_heads,
         num_key_value_heads=shape.num_key_value_heads, vocab_size=shape.vocab_size,
-        max_position_embeddings=max(2048, shape.seq_len), use_cache=False,
+        max_position_embeddings=max(2048, shape.seq_len), use_cache=False, tie_word_embeddings=tie_word_embeddings,
     )
     torch.manual_seed(0)
     with torch.device(device):
@@ -171,15 +182,114 @@ def table(results: list[Result], device_name: str, shape: Shape, r: int, precisi
     return "\n".join(lines)
 
 
+def cpu_model(path: str, method: str, shape: Shape, r: int, model_dir: str | None):
+    """Ours or peft's LoRA/DoRA on the CPU shape (or a cached model), fp32, the same base weights for both."""
+    if model_dir is None:
+        model = build_model(shape, torch.device("cpu"), torch.float32, tie_word_embeddings=True)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model.config.use_cache = False
+    torch.manual_seed(1)
+    if path == "ours":
+        inject_adapters(model, method, ALL_LINEAR, r=r, lora_alpha=2 * r)
+        return model
+    import peft
+
+    config = peft.LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(ALL_LINEAR), task_type="CAUSAL_LM",
+                             use_dora=method == "dora")
+    return peft.get_peft_model(model, config)
+
+
+class Stepper:
+    """One model with its AdamW and a fixed batch; `best_step_s(n)` times n steps and returns the fastest."""
+
+    def __init__(self, model, shape: Shape, vocab_size: int) -> None:
+        self.model = model
+        model.train()
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        generator = torch.Generator(device="cpu").manual_seed(0)
+        self.input_ids = torch.randint(0, vocab_size, (shape.batch_size, shape.seq_len), generator=generator)
+
+    def step(self) -> None:
+        loss = self.model(input_ids=self.input_ids, labels=self.input_ids).loss
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def best_step_s(self, steps: int) -> float:
+        times = []
+        for _ in range(steps):
+            started = time.perf_counter()
+            self.step()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+
+def run_cpu(methods: list[str], shape: Shape, r: int, reps: int, steps: int, warmup: int, model_dir: str | None) -> str:
+    """Ours and peft alternately, `reps` times per method: per-repetition ratios and their spread."""
+    import statistics
+
+    lines = []
+    summary = [
+        "| method | ratio ours/peft (tokens/s), median | min-max | ours tokens/s (median) | peft tokens/s (median) | repetitions |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    tokens = shape.batch_size * shape.seq_len
+    for method in methods:
+        steppers = {}
+        for path in ("ours", "peft"):
+            model = cpu_model(path, method, shape, r, model_dir)
+            steppers[path] = Stepper(model, shape, model.config.vocab_size)
+            for _ in range(warmup):
+                steppers[path].step()
+        ratios, ours_tps, peft_tps = [], [], []
+        for rep in range(reps):
+            order = ("ours", "peft") if rep % 2 == 0 else ("peft", "ours")
+            best = {path: steppers[path].best_step_s(steps) for path in order}
+            ratios.append(best["peft"] / best["ours"])
+            ours_tps.append(tokens / best["ours"])
+            peft_tps.append(tokens / best["peft"])
+            lines.append(f"{method} repetition {rep + 1} ({order[0]} first): ours {best['ours']:.3f} s/step "
+                         f"({ours_tps[-1]:,.0f} tokens/s), peft {best['peft']:.3f} s/step ({peft_tps[-1]:,.0f} tokens/s), "
+                         f"ratio ours/peft {ratios[-1]:.3f}")
+            print(lines[-1], flush=True)
+        summary.append(f"| {method} | {statistics.median(ratios):.3f} | {min(ratios):.3f}-{max(ratios):.3f} | "
+                       f"{statistics.median(ours_tps):,.0f} | {statistics.median(peft_tps):,.0f} | {reps} |")
+        del steppers
+        gc.collect()
+    return "\n".join(summary)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny model on CPU, seconds")
+    parser.add_argument("--cpu", action="store_true", help="ours vs peft alternately on the CPU, SmolLM2-135M shape")
+    parser.add_argument("--reps", type=int, default=5, help="--cpu: repetitions (each times ours and peft)")
+    parser.add_argument("--model-dir", default=None, help="--cpu: a cached model directory instead of random weights")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; dry run 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3; dry run 1)")
     parser.add_argument("--r", type=int, default=16)
     parser.add_argument("--methods", default="lora,qlora")
     parser.add_argument("--paths", default="ours,peft")
     args = parser.parse_args(argv)
+    command = f"python bench/train_speed.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+
+    if args.cpu:
+        methods = args.methods.split(",") if args.methods != "lora,qlora" else ["lora", "dora"]
+        shape = DRY_RUN if args.dry_run else SMOLLM2
+        source = "cached model" if args.model_dir else "random init"
+        print(f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads; "
+              f"{'dry-run' if args.dry_run else 'SmolLM2-135M'} shape, {source}, fp32; batch {shape.batch_size} x "
+              f"{shape.seq_len} tokens; r={args.r} on {', '.join(ALL_LINEAR)}; AdamW; best of {args.steps or 3} "
+              f"steps per model per repetition after {args.warmup if args.warmup is not None else 1} warm-up step(s)", flush=True)
+        print(run_cpu(methods, shape, args.r, args.reps, args.steps or 3,
+                      args.warmup if args.warmup is not None else 1, args.model_dir))
+        import peft
+
+        print(f"\ntorch {torch.__version__}; peft {peft.__version__}; {time.strftime('%Y-%m-%d')}; command: {command}")
+        return 0
 
     if args.dry_run:
         shape, device, dtype = DRY_RUN, torch.device("cpu"), torch.float32
@@ -200,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     precision = "bf16 autocast" if device.type == "cuda" else "fp32 (CPU dry run)"
     print(table(results, device_name, shape, args.r, precision))
-    print(f"\ntorch {torch.__version__}; {time.strftime('%Y-%m-%d')}; command: python bench/train_speed.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    print(f"\ntorch {torch.__version__}; {time.strftime('%Y-%m-%d')}; command: {command}")
     return 0
 
 
