@@ -70,12 +70,21 @@ class LoRALinear(nn.Module):
         return self.lora_B.weight @ self.lora_A.weight * self.scaling  # (out, r) @ (r, in) -> (out, in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base_layer(x)  # (batch, seq, out_features)
         if self.merged:
-            return result
-        x = x.to(self.lora_A.weight.dtype)
-        lora = self.lora_B(self.lora_A(self.lora_dropout(x)))  # (batch, seq, r) -> (batch, seq, out_features)
-        return result + (lora * self.scaling).to(result.dtype)
+            return self.base_layer(x)
+        leading = x.shape[:-1]  # (batch, seq)
+        x = x.reshape(-1, self.in_features)  # (tokens, in): the base output is then a tensor of its own
+        result = self.base_layer(x)  # (tokens, out_features)
+        adapter_dtype = self.lora_A.weight.dtype
+        h = self.lora_A(self.lora_dropout(x if x.dtype == adapter_dtype else x.to(adapter_dtype)))  # (tokens, r)
+        h = h * self.scaling  # scale the r-wide product, not the out-wide one: s·(B h) = B (s·h)
+        if result.dtype == adapter_dtype:
+            # result += h Bᵀ inside the matrix product: addmm_ accumulates into the base output (which
+            # autograd does not keep), so no (tokens, out_features) temporary and no separate add
+            result.addmm_(h, self.lora_B.weight.t())
+        else:  # a bf16/fp16/4-bit base: the bypass in the adapter's dtype, cast back
+            result = result + self.lora_B(h).to(result.dtype)
+        return result.view(*leading, self.out_features)  # (batch, seq, out_features)
 
     def merge(self) -> None:
         """Fold ΔW into W0 so inference costs one matmul; merging twice is the same as once."""
@@ -120,27 +129,46 @@ class DoRALinear(LoRALinear):
         self.lora_magnitude_vector = nn.Parameter(norm.clone())  # (out_features,)
 
     def weight_norm(self, base_weight: torch.Tensor) -> torch.Tensor:
-        """||W0 + ΔW||_c: the L2 norm of each output row, shape (out_features,)."""
-        weight = base_weight + self.delta_weight().detach()  # (out, in)
-        return torch.linalg.norm(weight, dim=1)
+        """||W0 + ΔW||_c: the L2 norm of each output row, shape (out_features,); a constant (no graph)."""
+        with torch.no_grad():
+            # W0 + s·B A in one matrix product (addmm), one (out, in) temporary
+            weight = torch.addmm(base_weight, self.lora_B.weight, self.lora_A.weight, alpha=self.scaling)
+            return torch.linalg.vector_norm(weight, dim=1)
 
     def magnitude_scale(self, base_weight: torch.Tensor) -> torch.Tensor:
         """m / ||W0 + ΔW||_c with the norm treated as a constant (paper §4.3), shape (out_features,)."""
         return self.lora_magnitude_vector / self.weight_norm(base_weight).detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base_layer(x)  # (batch, seq, out_features), includes the bias
         if self.merged:
-            return result
-        x = self.lora_dropout(x.to(self.lora_A.weight.dtype))
-        base_weight = _base_weight(self.base_layer).to(x.dtype)  # (out, in)
-        scale = self.magnitude_scale(base_weight)  # (out,)
-        lora = self.lora_B(self.lora_A(x))  # (batch, seq, out_features)
-        # m/||W'|| · (W0 x + s·BAx) + bias, written as a correction on top of the base output
-        # (as peft does, so dropout on x leaves the base path untouched).
-        base_no_bias = F.linear(x, base_weight)  # (batch, seq, out_features)
-        dora = (scale - 1) * base_no_bias + scale * lora * self.scaling
-        return result + dora.to(result.dtype)
+            return self.base_layer(x)
+        leading = x.shape[:-1]  # (batch, seq)
+        x = x.reshape(-1, self.in_features)  # (tokens, in)
+        result = self.base_layer(x)  # (tokens, out_features), includes the bias
+        adapter_dtype = self.lora_A.weight.dtype
+        x = x if x.dtype == adapter_dtype else x.to(adapter_dtype)
+        base_weight = _base_weight(self.base_layer)  # (out, in)
+        base_weight = base_weight if base_weight.dtype == adapter_dtype else base_weight.to(adapter_dtype)
+        scale = self.magnitude_scale(base_weight)  # (out,), the norm a constant
+        bias = getattr(self.base_layer, "bias", None)
+        if not self.training or isinstance(self.lora_dropout, nn.Identity):
+            # m/||W'|| · (W0 x + s·B A x) + bias, with W0 x taken from the base output (no second x W0ᵀ):
+            # z = W0 x, then z += (s·A x) Bᵀ inside the matrix product (addmm_), then one multiply by the scale
+            z = result if bias is None else result - bias
+            z = z if z.dtype == adapter_dtype else z.to(adapter_dtype)
+            h = self.lora_A(x) * self.scaling  # (tokens, r)
+            z.addmm_(h, self.lora_B.weight.t())
+            out = z * scale  # (tokens, out_features)
+            out = (out if bias is None else out + bias).to(result.dtype)
+        else:
+            # dropout on x: the correction on top of the base output, as peft writes it, so that
+            # dropout on x leaves the base path untouched
+            x = self.lora_dropout(x)
+            lora = self.lora_B(self.lora_A(x))  # (tokens, out_features)
+            base_no_bias = F.linear(x, base_weight)  # (tokens, out_features)
+            dora = (scale - 1) * base_no_bias + scale * lora * self.scaling
+            out = result + dora.to(result.dtype)
+        return out.view(*leading, self.out_features)  # (batch, seq, out_features)
 
     def merged_weight(self) -> torch.Tensor:
         """m · (W0 + ΔW) / ||W0 + ΔW||_c, shape (out_features, in_features)."""
