@@ -246,10 +246,12 @@ class Stepper:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    clock = staticmethod(time.perf_counter)  # or time.process_time: CPU seconds, blind to waiting for a core
+
     def timed_step_s(self) -> float:
-        started = time.perf_counter()
+        started = self.clock()
         self.step()
-        return time.perf_counter() - started
+        return self.clock() - started
 
 
 def run_cpu(methods: list[str], shape: Shape, r: int, reps: int, steps: int, warmup: int, model_dir: str | None,
@@ -306,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", default=None, help="--cpu: a cached model directory instead of random weights")
     parser.add_argument("--before", default=None, metavar="REV",
                         help="--cpu: also time ours with training/layers.py as at git revision REV, in the same alternation")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="--cpu: wall-clock seconds, or this process's CPU seconds (with --threads 1: the work "
+                             "itself, unaffected by other processes waiting for the same cores)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--layers", type=int, default=None,
                         help="--cpu: this many decoder layers instead of the shape's (a loaded machine; the rest unchanged)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10; dry run 2)")
@@ -316,13 +322,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command = f"python bench/train_speed.py {' '.join(argv if argv is not None else sys.argv[1:])}"
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.cpu:
+        Stepper.clock = staticmethod(time.process_time if args.clock == "cpu" else time.perf_counter)
         methods = args.methods.split(",") if args.methods != "lora,qlora" else ["lora", "dora"]
         shape = DRY_RUN if args.dry_run else SMOLLM2
         if args.layers:
             shape = dataclasses.replace(shape, num_hidden_layers=args.layers)
         source = "cached model" if args.model_dir else "random init"
-        print(f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads; "
+        print(f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads, {args.clock} clock; "
               f"{'dry-run' if args.dry_run else 'SmolLM2-135M'} shape ({shape.num_hidden_layers} layers), {source}, fp32; batch {shape.batch_size} x "
               f"{shape.seq_len} tokens; r={args.r} on {', '.join(ALL_LINEAR)}; AdamW; best of {args.steps or 3} "
               f"interleaved steps per model per repetition after {args.warmup if args.warmup is not None else 1} warm-up step(s)", flush=True)

@@ -72,19 +72,29 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
             return self.base_layer(x)
-        leading = x.shape[:-1]  # (batch, seq)
-        x = x.reshape(-1, self.in_features)  # (tokens, in): the base output is then a tensor of its own
-        result = self.base_layer(x)  # (tokens, out_features)
-        adapter_dtype = self.lora_A.weight.dtype
-        h = self.lora_A(self.lora_dropout(x if x.dtype == adapter_dtype else x.to(adapter_dtype)))  # (tokens, r)
-        h = h * self.scaling  # scale the r-wide product, not the out-wide one: s·(B h) = B (s·h)
-        if result.dtype == adapter_dtype:
-            # result += h Bᵀ inside the matrix product: addmm_ accumulates into the base output (which
-            # autograd does not keep), so no (tokens, out_features) temporary and no separate add
-            result.addmm_(h, self.lora_B.weight.t())
-        else:  # a bf16/fp16/4-bit base: the bypass in the adapter's dtype, cast back
-            result = result + self.lora_B(h).to(result.dtype)
-        return result.view(*leading, self.out_features)  # (batch, seq, out_features)
+        if self._fast_path(x):
+            leading = x.shape[:-1]  # (batch, seq)
+            base = self.base_layer
+            out = _LoRAFunction.apply(x.reshape(-1, self.in_features), base.weight, base.bias, self.lora_A.weight,
+                                      self.lora_B.weight, self.scaling)  # (tokens, out_features)
+            return out.view(*leading, self.out_features)
+        # the formula as written: dropout in training, a bf16/fp16/4-bit base, or autocast
+        result = self.base_layer(x)  # (batch, seq, out_features)
+        x = x.to(self.lora_A.weight.dtype)
+        lora = self.lora_B(self.lora_A(self.lora_dropout(x)))  # (batch, seq, r) -> (batch, seq, out_features)
+        return result + (lora * self.scaling).to(result.dtype)
+
+    def _fast_path(self, x: torch.Tensor) -> bool:
+        """A frozen float nn.Linear base in the adapter's dtype, no active dropout, no autocast."""
+        base = self.base_layer
+        return (
+            type(base) is nn.Linear
+            and not base.weight.requires_grad
+            and (base.bias is None or not base.bias.requires_grad)
+            and base.weight.dtype == x.dtype == self.lora_A.weight.dtype
+            and (not self.training or isinstance(self.lora_dropout, nn.Identity))
+            and not torch.is_autocast_enabled(x.device.type)
+        )
 
     def merge(self) -> None:
         """Fold ΔW into W0 so inference costs one matmul; merging twice is the same as once."""
@@ -151,7 +161,8 @@ class DoRALinear(LoRALinear):
         base_weight = base_weight if base_weight.dtype == adapter_dtype else base_weight.to(adapter_dtype)
         scale = self.magnitude_scale(base_weight)  # (out,), the norm a constant
         bias = getattr(self.base_layer, "bias", None)
-        if not self.training or isinstance(self.lora_dropout, nn.Identity):
+        no_dropout = not self.training or isinstance(self.lora_dropout, nn.Identity)
+        if no_dropout and not torch.is_autocast_enabled(x.device.type):
             # m/||W'|| · (W0 x + s·B A x) + bias, with W0 x taken from the base output (no second x W0ᵀ):
             # z = W0 x, then z += (s·A x) Bᵀ inside the matrix product (addmm_), then one multiply by the scale
             z = result if bias is None else result - bias
@@ -161,8 +172,8 @@ class DoRALinear(LoRALinear):
             out = z * scale  # (tokens, out_features)
             out = (out if bias is None else out + bias).to(result.dtype)
         else:
-            # dropout on x: the correction on top of the base output, as peft writes it, so that
-            # dropout on x leaves the base path untouched
+            # dropout on x (or autocast): the correction on top of the base output, as peft writes it,
+            # so that dropout on x leaves the base path untouched
             x = self.lora_dropout(x)
             lora = self.lora_B(self.lora_A(x))  # (tokens, out_features)
             base_no_bias = F.linear(x, base_weight)  # (tokens, out_features)
@@ -191,6 +202,36 @@ class DoRALinear(LoRALinear):
         self.base_layer.weight.data = self._unmerged_weight
         del self._unmerged_weight
         self.merged = False
+
+
+class _LoRAFunction(torch.autograd.Function):
+    """y = x W0ᵀ + b + (s·x Aᵀ) Bᵀ for a frozen W0, with its backward written out, so that each
+    (tokens, out) and (tokens, in) product is added inside a matrix product (addmm_) instead of as a
+    separate tensor: forward, the bypass is accumulated into the base output; backward, the input
+    gradient G W0 + (s·G B) A is one product plus one accumulation, not two tensors and a sum.
+    It keeps what autograd keeps for the plain formula: x, s·x Aᵀ and the three weights."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_A, lora_B, scaling: float):  # x: (tokens, in)
+        h = F.linear(x, lora_A).mul_(scaling)  # (tokens, r): s·x Aᵀ
+        out = F.linear(x, weight, bias)  # (tokens, out)
+        out.addmm_(h, lora_B.t())  # += s·x Aᵀ Bᵀ
+        ctx.save_for_backward(x, h, weight, lora_A, lora_B)
+        ctx.scaling = scaling
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # grad: (tokens, out)
+        x, h, weight, lora_A, lora_B = ctx.saved_tensors
+        grad_h = (grad @ lora_B).mul_(ctx.scaling)  # (tokens, r): dL/d(x Aᵀ)
+        grad_x = grad_A = grad_B = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad @ weight).addmm_(grad_h, lora_A)  # (tokens, in): G W0 + (s·G B) A
+        if ctx.needs_input_grad[3]:
+            grad_A = grad_h.t() @ x  # (r, in)
+        if ctx.needs_input_grad[4]:
+            grad_B = grad.t() @ h  # (out, r)
+        return grad_x, None, None, grad_A, grad_B, None
 
 
 @dataclass(frozen=True)

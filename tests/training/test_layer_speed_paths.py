@@ -105,3 +105,25 @@ def test_any_leading_shape_and_a_bias_and_input_gradients(cls):
         (grad_x,) = torch.autograd.grad(out.square().sum(), x)
         (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
         torch.testing.assert_close(grad_x, expected_grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", [LoRALinear, DoRALinear])
+def test_autocast_and_dropout_take_the_formula_as_written(cls):
+    """Under bf16 autocast (what training/run.py uses on a GPU) and with dropout in training, the
+    layers fall back to the plain formula: they run, and agree with the fp32 fast path."""
+    torch.manual_seed(5)
+    layer = cls(nn.Linear(16, 8), r=4, lora_alpha=8)
+    with torch.no_grad():
+        layer.lora_B.weight.normal_(std=0.3)
+    x = torch.randn(2, 3, 16)
+    exact = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = layer(x)
+    low.float().sum().backward()
+    assert layer.lora_A.weight.grad is not None and layer.lora_B.weight.grad is not None
+    torch.testing.assert_close(low.float(), exact, rtol=2e-2, atol=2e-2)
+    dropped = cls(nn.Linear(16, 8), r=4, lora_alpha=8, lora_dropout=0.1)
+    dropped.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(dropped.eval()(x), exact, rtol=1e-5, atol=1e-6)  # eval: dropout is the identity
+    dropped.train()(x).sum().backward()
+    assert dropped.lora_A.weight.grad is not None
