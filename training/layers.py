@@ -70,12 +70,31 @@ class LoRALinear(nn.Module):
         return self.lora_B.weight @ self.lora_A.weight * self.scaling  # (out, r) @ (r, in) -> (out, in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base_layer(x)  # (batch, seq, out_features)
         if self.merged:
-            return result
+            return self.base_layer(x)
+        if self._fast_path(x):
+            leading = x.shape[:-1]  # (batch, seq)
+            base = self.base_layer
+            out = _LoRAFunction.apply(x.reshape(-1, self.in_features), base.weight, base.bias, self.lora_A.weight,
+                                      self.lora_B.weight, self.scaling)  # (tokens, out_features)
+            return out.view(*leading, self.out_features)
+        # the formula as written: dropout in training, a bf16/fp16/4-bit base, or autocast
+        result = self.base_layer(x)  # (batch, seq, out_features)
         x = x.to(self.lora_A.weight.dtype)
         lora = self.lora_B(self.lora_A(self.lora_dropout(x)))  # (batch, seq, r) -> (batch, seq, out_features)
         return result + (lora * self.scaling).to(result.dtype)
+
+    def _fast_path(self, x: torch.Tensor) -> bool:
+        """A frozen float nn.Linear base in the adapter's dtype, no active dropout, no autocast."""
+        base = self.base_layer
+        return (
+            type(base) is nn.Linear
+            and not base.weight.requires_grad
+            and (base.bias is None or not base.bias.requires_grad)
+            and base.weight.dtype == x.dtype == self.lora_A.weight.dtype
+            and (not self.training or isinstance(self.lora_dropout, nn.Identity))
+            and not torch.is_autocast_enabled(x.device.type)
+        )
 
     def merge(self) -> None:
         """Fold ΔW into W0 so inference costs one matmul; merging twice is the same as once."""
@@ -120,27 +139,47 @@ class DoRALinear(LoRALinear):
         self.lora_magnitude_vector = nn.Parameter(norm.clone())  # (out_features,)
 
     def weight_norm(self, base_weight: torch.Tensor) -> torch.Tensor:
-        """||W0 + ΔW||_c: the L2 norm of each output row, shape (out_features,)."""
-        weight = base_weight + self.delta_weight().detach()  # (out, in)
-        return torch.linalg.norm(weight, dim=1)
+        """||W0 + ΔW||_c: the L2 norm of each output row, shape (out_features,); a constant (no graph)."""
+        with torch.no_grad():
+            # W0 + s·B A in one matrix product (addmm), one (out, in) temporary
+            weight = torch.addmm(base_weight, self.lora_B.weight, self.lora_A.weight, alpha=self.scaling)
+            return torch.linalg.vector_norm(weight, dim=1)
 
     def magnitude_scale(self, base_weight: torch.Tensor) -> torch.Tensor:
         """m / ||W0 + ΔW||_c with the norm treated as a constant (paper §4.3), shape (out_features,)."""
         return self.lora_magnitude_vector / self.weight_norm(base_weight).detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base_layer(x)  # (batch, seq, out_features), includes the bias
         if self.merged:
-            return result
-        x = self.lora_dropout(x.to(self.lora_A.weight.dtype))
-        base_weight = _base_weight(self.base_layer).to(x.dtype)  # (out, in)
-        scale = self.magnitude_scale(base_weight)  # (out,)
-        lora = self.lora_B(self.lora_A(x))  # (batch, seq, out_features)
-        # m/||W'|| · (W0 x + s·BAx) + bias, written as a correction on top of the base output
-        # (as peft does, so dropout on x leaves the base path untouched).
-        base_no_bias = F.linear(x, base_weight)  # (batch, seq, out_features)
-        dora = (scale - 1) * base_no_bias + scale * lora * self.scaling
-        return result + dora.to(result.dtype)
+            return self.base_layer(x)
+        leading = x.shape[:-1]  # (batch, seq)
+        x = x.reshape(-1, self.in_features)  # (tokens, in)
+        result = self.base_layer(x)  # (tokens, out_features), includes the bias
+        adapter_dtype = self.lora_A.weight.dtype
+        x = x if x.dtype == adapter_dtype else x.to(adapter_dtype)
+        base_weight = _base_weight(self.base_layer)  # (out, in)
+        base_weight = base_weight if base_weight.dtype == adapter_dtype else base_weight.to(adapter_dtype)
+        scale = self.magnitude_scale(base_weight)  # (out,), the norm a constant
+        bias = getattr(self.base_layer, "bias", None)
+        no_dropout = not self.training or isinstance(self.lora_dropout, nn.Identity)
+        if no_dropout and not torch.is_autocast_enabled(x.device.type):
+            # m/||W'|| · (W0 x + s·B A x) + bias, with W0 x taken from the base output (no second x W0ᵀ):
+            # z = W0 x, then z += (s·A x) Bᵀ inside the matrix product (addmm_), then one multiply by the scale
+            z = result if bias is None else result - bias
+            z = z if z.dtype == adapter_dtype else z.to(adapter_dtype)
+            h = self.lora_A(x) * self.scaling  # (tokens, r)
+            z.addmm_(h, self.lora_B.weight.t())
+            out = z * scale  # (tokens, out_features)
+            out = (out if bias is None else out + bias).to(result.dtype)
+        else:
+            # dropout on x (or autocast): the correction on top of the base output, as peft writes it,
+            # so that dropout on x leaves the base path untouched
+            x = self.lora_dropout(x)
+            lora = self.lora_B(self.lora_A(x))  # (tokens, out_features)
+            base_no_bias = F.linear(x, base_weight)  # (tokens, out_features)
+            dora = (scale - 1) * base_no_bias + scale * lora * self.scaling
+            out = result + dora.to(result.dtype)
+        return out.view(*leading, self.out_features)  # (batch, seq, out_features)
 
     def merged_weight(self) -> torch.Tensor:
         """m · (W0 + ΔW) / ||W0 + ΔW||_c, shape (out_features, in_features)."""
@@ -163,6 +202,36 @@ class DoRALinear(LoRALinear):
         self.base_layer.weight.data = self._unmerged_weight
         del self._unmerged_weight
         self.merged = False
+
+
+class _LoRAFunction(torch.autograd.Function):
+    """y = x W0ᵀ + b + (s·x Aᵀ) Bᵀ for a frozen W0, with its backward written out, so that each
+    (tokens, out) and (tokens, in) product is added inside a matrix product (addmm_) instead of as a
+    separate tensor: forward, the bypass is accumulated into the base output; backward, the input
+    gradient G W0 + (s·G B) A is one product plus one accumulation, not two tensors and a sum.
+    It keeps what autograd keeps for the plain formula: x, s·x Aᵀ and the three weights."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_A, lora_B, scaling: float):  # x: (tokens, in)
+        h = F.linear(x, lora_A).mul_(scaling)  # (tokens, r): s·x Aᵀ
+        out = F.linear(x, weight, bias)  # (tokens, out)
+        out.addmm_(h, lora_B.t())  # += s·x Aᵀ Bᵀ
+        ctx.save_for_backward(x, h, weight, lora_A, lora_B)
+        ctx.scaling = scaling
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # grad: (tokens, out)
+        x, h, weight, lora_A, lora_B = ctx.saved_tensors
+        grad_h = (grad @ lora_B).mul_(ctx.scaling)  # (tokens, r): dL/d(x Aᵀ)
+        grad_x = grad_A = grad_B = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad @ weight).addmm_(grad_h, lora_A)  # (tokens, in): G W0 + (s·G B) A
+        if ctx.needs_input_grad[3]:
+            grad_A = grad_h.t() @ x  # (r, in)
+        if ctx.needs_input_grad[4]:
+            grad_B = grad.t() @ h  # (out, r)
+        return grad_x, None, None, grad_A, grad_B, None
 
 
 @dataclass(frozen=True)

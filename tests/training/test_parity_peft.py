@@ -67,8 +67,12 @@ def test_the_first_losses_match_peft(method, lab_model_dir, small_task):
             assert torch.count_nonzero(module.lora_B.weight) > 0
             # atol: a thousandth of one Adam step (lr 5e-3). Adam divides by sqrt(v), so an element whose
             # gradient is near zero turns float-rounding differences into visible ones (seen: 3e-6 for DoRA).
+            # DoRA: two thousandths. Our layer computes m/||V|| * (W0 x + s·BAx) where peft computes
+            # W0 x + (m/||V|| - 1) * W0 x + m/||V|| * s·BAx: the same formula rounded differently (issue 16),
+            # seen: 5.6e-6 on one of 2,304 elements after 6 steps, while the losses agree to rtol 1e-5.
+            step_fraction = 2e-3 if method == "dora" else 1e-3
             torch.testing.assert_close(module.lora_B.weight, twin.lora_B["default"].weight, rtol=1e-4,
-                                       atol=config.lr * 1e-3)
+                                       atol=config.lr * step_fraction)
             if isinstance(module, DoRALinear):
                 torch.testing.assert_close(module.lora_magnitude_vector, twin.lora_magnitude_vector["default"].weight,
                                            rtol=1e-5, atol=1e-6)
