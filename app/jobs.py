@@ -66,6 +66,8 @@ def estimate_eta_s(events: list[dict[str, Any]], total_steps: int) -> float | No
     """Seconds left, from what the run measured: the mean step time times the steps to go,
     plus the held-out evaluation after training, estimated by the one before it. None before
     the first step (nothing measured yet)."""
+    starts = [i for i, e in enumerate(events) if e["type"] == "phase" and e["phase"] == "load" and e["done"] == 0]
+    events = events[starts[-1]:] if starts else events  # a retried run: only its last attempt counts
     steps = [e for e in events if e["type"] == "step"]
     if not steps:
         return None
@@ -253,8 +255,8 @@ class JobManager:
             record = self.store.get(job_id)
             if record is None or record["status"] != "queued":
                 return None
-            if not self.store.update(job_id, when_status=("queued",), worker=worker):
-                return None
+            if not self.store.update(job_id, when_status=("queued",), status="running", worker=worker):
+                return None  # another worker took it first
             job = Job.from_record(record, self.store.events(job_id))
             self._jobs[job.id] = job
             self._pending.append(job.id)
