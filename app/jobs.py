@@ -195,7 +195,7 @@ class JobManager:
     def __init__(
         self, store: RunStore, max_queued: int, time_limit_s: float, model_dir: str | Path, task_dir: str | Path,
         try_max_new_tokens: int = 64, stop_grace_s: float = STOP_GRACE_S, remote: bool = False,
-        on_finished: Callable[[Job], None] | None = None,
+        on_finished: Callable[[Job], None] | None = None, threads: int = 0,
     ) -> None:
         self.store = store
         self.max_queued = max_queued
@@ -204,6 +204,7 @@ class JobManager:
         self.model_dir = str(model_dir)
         self.task_dir = str(task_dir)
         self.try_max_new_tokens = try_max_new_tokens
+        self.threads = threads or None  # None: every core
         self.remote = remote
         self.on_finished = on_finished
         if not remote:  # runs left queued or running by a previous server process (killed, not stopped)
@@ -350,7 +351,7 @@ class JobManager:
         self._events = self._ctx.Queue()
         self._cancel = self._ctx.Event()
         self._process = self._ctx.Process(
-            target=serve, args=(self._requests, self._events, self._cancel, self.model_dir, self.task_dir),
+            target=serve, args=(self._requests, self._events, self._cancel, self.model_dir, self.task_dir, self.threads),
             name="loralab-trainer", daemon=True,
         )
         self._process.start()

@@ -17,7 +17,8 @@ Keys (all under `loralab:`):
 
 A reaper runs in every web replica and every worker: a run "running" on a worker whose heartbeat
 has expired (killed, its machine gone) is queued again at the head of the queue, once; the
-second time it fails with kind "worker_lost". Nothing is left "running" forever.
+second time it fails with kind "worker_lost". A run queued in the store but in no Redis list
+(Redis restarted empty) is queued again. Nothing is left "running" or "queued" forever.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ HEARTBEAT_TTL_S = 8
 HEARTBEAT_EVERY_S = 1.0
 REAP_EVERY_S = 2.0
 MAX_ATTEMPTS = 2
+ORPHAN_AFTER_S = 10.0  # a queued record this old and in no Redis list is queued again
 RETRYING = "The worker running this run stopped; it runs again on another worker (attempt {n} of {max})."
 LOST = "The worker running this run stopped, {max} times; start it again."
 
@@ -98,7 +100,15 @@ def reap(store: RunStore, r: redis.Redis) -> list[str]:
                             store.event_count(run_id), when_status=("running",), error=error):
                 log.warning("run %s: its worker stopped %d times; failed", run_id, MAX_ATTEMPTS)
                 acted.append(run_id)
-    for key in r.scan_iter(match=_claimed("*"), count=100):
+    claimed_keys = list(r.scan_iter(match=_claimed("*"), count=100))
+    # queued in the store but in no Redis list (Redis restarted empty): queue it again
+    waiting = set(r.lrange(QUEUE, 0, -1)).union(*(r.lrange(k, 0, -1) for k in claimed_keys))
+    for record in store.records_with_status("queued"):
+        if record["id"] not in waiting and time.time() - record["created_at"] > ORPHAN_AFTER_S:
+            r.rpush(QUEUE, record["id"])  # at the head: it has waited longest
+            log.warning("run %s was queued but not in the Redis queue; queued again", record["id"])
+            acted.append(record["id"])
+    for key in claimed_keys:
         worker = key[len(_claimed("")):]
         if r.exists(_heartbeat(worker)):
             continue
@@ -248,7 +258,7 @@ def run_worker(settings: Any, name: str | None = None, stop: threading.Event | N
     r = connect(settings.queue_url)
     manager = JobManager(store, 1, settings.job_time_limit_s, settings.lab_model_dir, settings.lab_task_dir,
                          try_max_new_tokens=settings.try_max_new_tokens, stop_grace_s=settings.job_stop_grace_s,
-                         remote=True)
+                         remote=True, threads=settings.train_threads)
 
     def beat() -> None:
         r.set(_heartbeat(worker), json.dumps({"cuda": manager.worker_cuda, "running": manager.running_id()}),

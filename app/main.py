@@ -62,7 +62,7 @@ def _job_manager(settings: Settings) -> tuple[Callable[[], JobManager], Callable
                     holder.append(JobManager(
                         store, settings.max_queued_jobs, settings.job_time_limit_s, settings.lab_model_dir,
                         settings.lab_task_dir, try_max_new_tokens=settings.try_max_new_tokens,
-                        stop_grace_s=settings.job_stop_grace_s,
+                        stop_grace_s=settings.job_stop_grace_s, threads=settings.train_threads,
                     ))
             return holder[0]
 

@@ -57,6 +57,9 @@ class Settings:
     # Retention of finished runs (app/lab_store.py): the oldest go first when either bound is passed.
     keep_runs: int = field(default_factory=lambda: _env_int("LORALAB_KEEP_RUNS", 100))
     keep_runs_mib: int = field(default_factory=lambda: _env_int("LORALAB_KEEP_RUNS_MIB", 1024))
+    # Threads a training process uses (torch.set_num_threads); 0: every core. Set it when several
+    # workers share one machine.
+    train_threads: int = field(default_factory=lambda: _env_int("LORALAB_TRAIN_THREADS", 0))
     # Redis URL of a shared queue drained by `loralab worker` processes; empty: train in this process.
     queue_url: str | None = field(default_factory=lambda: os.environ.get("LORALAB_QUEUE_URL") or None)
     # Maths typeset on the server (app.maths): KaTeX's output cached here, Node to fill the cache.
