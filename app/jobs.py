@@ -422,7 +422,7 @@ class JobManager:
         self._jobs.pop(job.id, None)
         if self._running == job.id:
             self._running = None
-        self.store.prune()
+        self.store.prune(keep=job.id)
         if self.on_finished is not None:
             self.on_finished(job)
 

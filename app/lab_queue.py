@@ -261,7 +261,8 @@ def run_worker(settings: Any, name: str | None = None, stop: threading.Event | N
                          remote=True, threads=settings.train_threads)
 
     def beat() -> None:
-        r.set(_heartbeat(worker), json.dumps({"cuda": manager.worker_cuda, "running": manager.running_id()}),
+        # no lock taken: the manager may hold its own for a few seconds while it kills a process
+        r.set(_heartbeat(worker), json.dumps({"cuda": manager.worker_cuda, "running": manager._running}),
               ex=HEARTBEAT_TTL_S)
 
     beat()

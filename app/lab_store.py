@@ -117,12 +117,8 @@ class RunStore:
         """The store under `data_dir`; in a temporary folder (runs lost on a restart, and said
         so in the log) when the data directory is not writable, as in a baked read-only image."""
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            probe = data_dir / DB_NAME
-            with open(probe, "ab"):
-                pass
             return cls(data_dir, retention)
-        except OSError:
+        except (OSError, sqlite3.Error):
             log.warning("the data directory is not writable; keeping the lab's runs in a temporary folder "
                         "(they will not survive a restart)")
             return cls(Path(tempfile.mkdtemp(prefix="loralab-runs-")), retention, persistent=False)
@@ -266,17 +262,21 @@ class RunStore:
             f"WHERE status NOT IN ({', '.join('?' * len(UNFINISHED))})", UNFINISHED).fetchone()
         return {"runs": int(row["runs"]), "bytes": int(row["bytes"])}
 
-    def prune(self) -> Removal | None:
+    def prune(self, keep: str | None = None) -> Removal | None:
         """Remove the oldest finished runs until at most `max_runs` are kept and their files
-        take at most `max_bytes`; record and log what went (ids and sizes, no paths)."""
+        take at most `max_bytes`; record and log what went (ids and sizes, no paths). `keep`:
+        a run never removed (the one that just finished: its reader is about to download it)."""
         rows = self._db().execute(
             f"SELECT id, size_bytes FROM runs WHERE status NOT IN ({', '.join('?' * len(UNFINISHED))}) "
             f"ORDER BY finished_at, rowid", UNFINISHED).fetchall()
+        rows = [r for r in rows if r["id"] != keep] + [r for r in rows if r["id"] == keep]
         count, total = len(rows), sum(r["size_bytes"] for r in rows)
         removed: list[str] = []
         freed = 0
         reasons: set[str] = set()
         for row in rows:
+            if row["id"] == keep:
+                break
             over_count = count - len(removed) > self.retention.max_runs
             over_bytes = total - freed > self.retention.max_bytes
             if not (over_count or over_bytes):

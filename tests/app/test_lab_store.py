@@ -81,3 +81,11 @@ def test_retention_by_size_removes_the_oldest_until_the_files_fit(tmp_path):
     assert [r["id"] for r in store.records_with_status("succeeded")] == ["mid", "new"]
     assert store.usage()["bytes"] == 2 * (MIB + 1)
     assert json.loads(json.dumps(store.removals(1)[0].public()))["runs"] == ["old"]
+
+
+def test_the_run_that_just_finished_is_kept_even_past_the_bounds(tmp_path):
+    store = RunStore(tmp_path, Retention(max_runs=1, max_bytes=MIB))
+    make_run(store, "older", adapter_bytes=10, at=1000.0)
+    make_run(store, "big", adapter_bytes=2 * MIB, at=1001.0)
+    assert store.prune(keep="big").runs == ("older",)
+    assert store.prune(keep="big") is None and store.get("big") is not None
