@@ -189,6 +189,12 @@ def adapter(request: Request, job_id: str):
     return FileResponse(archive, media_type="application/zip", filename=f"loralab-adapter-{job_id}.zip")
 
 
+def _poll(manager: JobManager, job_id: str, since: int) -> tuple[int | None, str | None, list[dict]]:
+    """A stream's look at its job: queue position, the running job's id, events from `since`."""
+    position = manager.queue_position(job_id)
+    return position, manager.running_id() if position is not None else None, manager.events(job_id, since)
+
+
 def _sse(kind: str, data: dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
 
@@ -209,13 +215,12 @@ async def events(request: Request, job_id: str) -> Response:
         while True:
             if await request.is_disconnected():
                 return
-            now = manager.queue_position(job_id)
+            now, running, fresh = await asyncio.to_thread(_poll, manager, job_id, sent)  # Redis/SQLite off the loop
             if now is not None and now != position:
-                ahead = now - 1 + (1 if manager.running_id() not in (None, job_id) else 0)
+                ahead = now - 1 + (1 if running not in (None, job_id) else 0)
                 yield _sse("queued", {"type": "queued", "position": now, "ahead": ahead})
                 idle = 0.0
             position = now
-            fresh = await asyncio.to_thread(manager.events, job_id, sent)
             for event in fresh:
                 history.append(event)
                 yield _sse(event["type"], with_display(event, job, model, history))
