@@ -122,31 +122,34 @@ def reap(store: RunStore, r: redis.Redis) -> list[str]:
 
 
 class _Reaper:
-    """Runs `reap` every REAP_EVERY_S in a daemon thread (web replicas and workers alike)."""
+    """Runs `reap` every REAP_EVERY_S in a daemon thread (web replicas and workers alike), and a
+    worker's heartbeat `beat` every HEARTBEAT_EVERY_S in another, so a slow pass never lets the
+    heartbeat lapse."""
 
     def __init__(self, store: RunStore, r: redis.Redis, beat: Any = None) -> None:
-        self.store, self.r, self.beat = store, r, beat
+        self.store, self.r = store, r
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="loralab-reaper", daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._every, args=(REAP_EVERY_S, lambda: reap(store, r)),
+                                         name="loralab-reaper", daemon=True)]
+        if beat is not None:
+            self.threads.append(threading.Thread(target=self._every, args=(HEARTBEAT_EVERY_S, beat),
+                                                 name="loralab-heartbeat", daemon=True))
+        for thread in self.threads:
+            thread.start()
 
-    def _loop(self) -> None:
-        last_reap = 0.0
-        while not self.stopped.wait(HEARTBEAT_EVERY_S if self.beat else REAP_EVERY_S):
+    def _every(self, seconds: float, action: Any) -> None:
+        while not self.stopped.wait(seconds):
             try:
-                if self.beat is not None:
-                    self.beat()
-                if time.monotonic() - last_reap >= REAP_EVERY_S:
-                    last_reap = time.monotonic()
-                    reap(self.store, self.r)
+                action()
             except redis.RedisError as exc:
                 log.warning("the queue's Redis is unreachable (%s); retrying", type(exc).__name__)
-            except Exception:  # noqa: BLE001 - keep reaping; the log has the details
-                log.exception("reaper pass failed")
+            except Exception:  # noqa: BLE001 - keep going; the log has the details
+                log.exception("%s failed", threading.current_thread().name)
 
     def stop(self) -> None:
         self.stopped.set()
-        self.thread.join(5)
+        for thread in self.threads:
+            thread.join(5)
 
 
 class QueueClient:
