@@ -287,7 +287,7 @@ def run_worker(settings: Any, name: str | None = None, stop: threading.Event | N
             job = manager.adopt(run_id, worker)
             r.lrem(_claimed(worker), 0, run_id)
             if job is not None:
-                log.info("worker %s: run %s (attempt %d)", worker, run_id, job.attempts + 1)
+                log.info("worker %s: run %s (attempt %d)", worker, run_id, job.attempts)
     finally:
         def give_back(job: Job) -> None:
             requeue(store, r, job.id, worker, "Its worker was stopped; it runs again on another worker.")
