@@ -110,13 +110,23 @@ def finished(job: dict) -> bool:
     return job["status"] not in ("queued", "running")
 
 
+@pytest.fixture(scope="module")
+def tiny_task_dir(tmp_path_factory, small_task) -> Path:
+    """Four training requests and one held-out one: a run here is mostly loading and one answer."""
+    folder = tmp_path_factory.mktemp("tiny-task")
+    for name, examples in (("train", small_task.train[:4]), ("test", small_task.test[:1])):
+        rows = [json.dumps({"prompt": e.prompt, "answer": e.answer}) for e in examples]
+        (folder / f"{name}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
 def test_two_workers_drain_one_queue_and_a_killed_workers_run_is_retried(
-        tmp_path, redis_url, lab_model_dir, small_task_dir):
+        tmp_path, redis_url, lab_model_dir, tiny_task_dir):
     from app.lab_store import Retention, RunStore
 
     data_dir = tmp_path / "data"
     env = {"LORALAB_DATA_DIR": str(data_dir), "LORALAB_MODEL_CACHE": str(lab_model_dir),
-           "LORALAB_LAB_TASK_DIR": str(small_task_dir), "LORALAB_QUEUE_URL": redis_url,
+           "LORALAB_LAB_TASK_DIR": str(tiny_task_dir), "LORALAB_QUEUE_URL": redis_url,
            "LORALAB_MAX_QUEUED_JOBS": "8", "LORALAB_JOB_TIME_LIMIT_S": "600",
            "LORALAB_TRAIN_THREADS": "1"}  # two workers on one machine: a core each
     with ExitStack() as stack:
