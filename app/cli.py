@@ -1,4 +1,5 @@
-"""`loralab serve`: run the book with uvicorn; `loralab cache-model`: the lab's set-up step."""
+"""`loralab serve`: run the book with uvicorn; `loralab worker`: train runs from the shared queue;
+`loralab cache-model`: the lab's set-up step."""
 
 from __future__ import annotations
 
@@ -12,11 +13,23 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    worker = commands.add_parser("worker", help="train runs from the shared queue (LORALAB_QUEUE_URL)")
+    worker.add_argument("--name", default=None, help="this worker's name in the queue (default: host-pid-random)")
     commands.add_parser("render-maths", help="typeset every chapter's maths with KaTeX (Node) into the cache")
     commands.add_parser("cache-model", help="cache the lab's base model (set-up step; a no-op when current)")
     args = parser.parse_args(argv)
     if args.command == "render-maths":
         render_maths()
+        return
+
+    if args.command == "worker":
+        import logging
+
+        from app.lab_queue import run_worker
+        from app.settings import get_settings
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        run_worker(get_settings(), name=args.name)
         return
 
     if args.command == "cache-model":

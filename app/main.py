@@ -17,6 +17,7 @@ from app.maths import MathTypesetter
 from app.errors import describe
 from app.rendering import is_htmx, make_templates, page
 from app.jobs import JobManager
+from app.lab_store import Retention, RunStore
 from app.routers import api, figures, instruments, lab, pages, plan_api
 from app.settings import Settings, get_settings
 from app.security import SecurityHeaders
@@ -43,17 +44,26 @@ def _library_loader(settings: Settings, templates) -> Callable[[], Library]:
 
 
 def _job_manager(settings: Settings) -> tuple[Callable[[], JobManager], Callable[[], None]]:
-    """The job queue, created on first use so the site starts without a worker process."""
+    """The lab's jobs, created on first use so the site starts without a worker process: a
+    JobManager training in a child process, or, with a queue URL, a client of the shared
+    queue that `loralab worker` processes drain (app/lab_queue.py)."""
     lock = threading.Lock()
-    holder: list[JobManager] = []
+    holder: list = []
 
-    def get() -> JobManager:
+    def get():
         with lock:
             if not holder:
-                holder.append(JobManager(
-                    settings.max_queued_jobs, settings.job_time_limit_s, settings.lab_model_dir, settings.lab_task_dir,
-                    jobs_root=settings.data_dir / "runs", try_max_new_tokens=settings.try_max_new_tokens,
-                ))
+                store = RunStore.open(settings.data_dir, Retention(settings.keep_runs, settings.keep_runs_mib * 2**20))
+                if settings.queue_url:
+                    from app.lab_queue import QueueClient
+
+                    holder.append(QueueClient(store, settings.queue_url, settings.max_queued_jobs))
+                else:
+                    holder.append(JobManager(
+                        store, settings.max_queued_jobs, settings.job_time_limit_s, settings.lab_model_dir,
+                        settings.lab_task_dir, try_max_new_tokens=settings.try_max_new_tokens,
+                        stop_grace_s=settings.job_stop_grace_s, threads=settings.train_threads,
+                    ))
             return holder[0]
 
     def close() -> None:

@@ -52,6 +52,16 @@ class Settings:
     lab_task_dir: Path = field(default_factory=lambda: _env_path("LORALAB_LAB_TASK_DIR", PROJECT_ROOT / "data" / "lora_config"))
     max_queued_jobs: int = field(default_factory=lambda: _env_int("LORALAB_MAX_QUEUED_JOBS", 4))
     job_time_limit_s: int = field(default_factory=lambda: _env_int("LORALAB_JOB_TIME_LIMIT_S", 600))
+    # After a cancel or the time limit, how long a step may take to stop before its process is killed.
+    job_stop_grace_s: int = field(default_factory=lambda: _env_int("LORALAB_JOB_STOP_GRACE_S", 20))
+    # Retention of finished runs (app/lab_store.py): the oldest go first when either bound is passed.
+    keep_runs: int = field(default_factory=lambda: _env_int("LORALAB_KEEP_RUNS", 100))
+    keep_runs_mib: int = field(default_factory=lambda: _env_int("LORALAB_KEEP_RUNS_MIB", 1024))
+    # Threads a training process uses (torch.set_num_threads); 0: every core. Set it when several
+    # workers share one machine.
+    train_threads: int = field(default_factory=lambda: _env_int("LORALAB_TRAIN_THREADS", 0))
+    # Redis URL of a shared queue drained by `loralab worker` processes; empty: train in this process.
+    queue_url: str | None = field(default_factory=lambda: os.environ.get("LORALAB_QUEUE_URL") or None)
     # Maths typeset on the server (app.maths): KaTeX's output cached here, Node to fill the cache.
     maths_cache_path: Path = field(
         default_factory=lambda: _env_path("LORALAB_MATHS_CACHE", PROJECT_ROOT / "build" / "katex-cache.json"))

@@ -55,8 +55,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ServerURL(str):
+    """The base URL of a server started by `serving`, with its process and log file."""
+
+    process: subprocess.Popen
+    log_path: Path
+
+
 @contextmanager
-def serving(env: dict[str, str] | None = None) -> Iterator[str]:
+def serving(env: dict[str, str] | None = None) -> Iterator[ServerURL]:
     """`loralab serve` in a subprocess on a free loopback port (extra environment: `env`)."""
     port = _free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"loralab-server-{port}.log", "w")
@@ -67,7 +74,8 @@ def serving(env: dict[str, str] | None = None) -> Iterator[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = ServerURL(f"http://127.0.0.1:{port}")
+    base.process, base.log_path = process, Path(log.name)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -83,11 +91,12 @@ def serving(env: dict[str, str] | None = None) -> Iterator[str]:
     try:
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process.poll() is None:  # else a test ended it already
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
         log.close()
 
 

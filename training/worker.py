@@ -53,6 +53,8 @@ def describe_failure(exc: BaseException) -> tuple[str, str]:
         return "missing_model", without_paths(str(exc))
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "disk_full", "The server's disk is full, so the adapter could not be saved."
+    if isinstance(exc, OSError) and "no file named" in str(exc):  # transformers: a model folder without weights
+        return "missing_model", f"{without_paths(str(exc))} Cache the model again (`loralab cache-model`)."
     return "failed", f"The run stopped on an unexpected error ({type(exc).__name__}); the server log has the details."
 
 
@@ -99,8 +101,24 @@ def _train_config(config: dict[str, Any], known: set[str]):
     return TrainConfig(**{**settings, "target_modules": tuple(settings.get("target_modules", ()))})
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (a web server or `loralab worker`
+    killed with SIGKILL), so no orphaned run keeps training; elsewhere a no-op."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def serve(requests: Queue, events: Queue, cancel: Event, model_dir: str, task_dir: str, threads: int | None = None) -> None:
     """Run jobs from `requests` until a None arrives; report everything on `events`."""
+    _die_with_parent()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

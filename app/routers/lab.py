@@ -31,13 +31,13 @@ def _fraction(value: float, count: int) -> str:
     return f"{round(value * count)}/{count}"
 
 
-def with_display(event: dict, job: Job, model: LabModel, upto: int | None = None) -> dict:
-    """Add reader-facing strings to an event (formatting lives in one place). `upto`: the
-    event's index in the job's log, so a replayed step shows the ETA it had then."""
+def with_display(event: dict, job: Job, model: LabModel, history: list[dict] | None = None) -> dict:
+    """Add reader-facing strings to an event (formatting lives in one place). `history`: the
+    job's events up to and including this one, so a replayed step shows the ETA it had then."""
     kind = event["type"]
     if kind == "step":
         total = int(job.config.get("steps", 0))
-        history = job.events if upto is None else job.events[: upto + 1]
+        history = job.events if history is None else history
         eta_s = estimate_eta_s(history, total)
         display = {
             "loss": f"{event['loss']:.3f}",
@@ -156,6 +156,12 @@ def try_adapter(request: Request, job_id: str, body: TryRequest) -> JSONResponse
     return JSONResponse(_public(request, job), status_code=202, headers={"Location": f"/api/v1/train/{job.id}"})
 
 
+@router.get("/api/v1/train", summary="The lab's queue and what its run store keeps (retention, last removal)")
+def lab_state(request: Request) -> dict:
+    manager = jobs(request)
+    return {"queue": manager.queue_state(), "retention": manager.retention()}
+
+
 @router.get("/api/v1/train/{job_id}", summary="A training run's (or a try's) status")
 def status(request: Request, job_id: str) -> dict:
     job = _job_or_404(request, job_id)
@@ -183,6 +189,12 @@ def adapter(request: Request, job_id: str):
     return FileResponse(archive, media_type="application/zip", filename=f"loralab-adapter-{job_id}.zip")
 
 
+def _poll(manager: JobManager, job_id: str, since: int) -> tuple[int | None, str | None, list[dict]]:
+    """A stream's look at its job: queue position, the running job's id, events from `since`."""
+    position = manager.queue_position(job_id)
+    return position, manager.running_id() if position is not None else None, manager.events(job_id, since)
+
+
 def _sse(kind: str, data: dict) -> str:
     return f"event: {kind}\ndata: {json.dumps(data, default=str)}\n\n"
 
@@ -196,21 +208,22 @@ async def events(request: Request, job_id: str) -> Response:
 
     async def stream():
         sent = 0
+        history: list[dict] = []
         idle = 0.0
         position: int | None = None
         yield "retry: 2000\n\n"
         while True:
             if await request.is_disconnected():
                 return
-            now = manager.queue_position(job_id)
+            now, running, fresh = await asyncio.to_thread(_poll, manager, job_id, sent)  # Redis/SQLite off the loop
             if now is not None and now != position:
-                ahead = now - 1 + (1 if manager.running_id() not in (None, job_id) else 0)
+                ahead = now - 1 + (1 if running not in (None, job_id) else 0)
                 yield _sse("queued", {"type": "queued", "position": now, "ahead": ahead})
                 idle = 0.0
             position = now
-            fresh = job.events[sent:]
-            for offset, event in enumerate(fresh):
-                yield _sse(event["type"], with_display(event, job, model, sent + offset))
+            for event in fresh:
+                history.append(event)
+                yield _sse(event["type"], with_display(event, job, model, history))
             sent += len(fresh)
             if fresh and fresh[-1]["type"] == "end":
                 return

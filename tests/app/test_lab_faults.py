@@ -4,6 +4,7 @@ mid-run (as under the kernel's out-of-memory killer)."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -81,3 +82,119 @@ def test_a_worker_killed_mid_run_fails_its_job_and_the_next_job_runs(lab_client)
     still_serving(lab_client)
     after = lab_client.post("/api/v1/train", json=SHORT).json()
     assert wait_for(lab_client, after["id"], ("succeeded", "failed"))["status"] == "succeeded"
+
+
+def _pause(pid: int):
+    """SIGSTOP a process (it can no longer react to anything, as if stuck inside one long step)."""
+    os.kill(pid, signal.SIGSTOP)
+    return lambda: _resume(pid)
+
+
+def _resume(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:
+        pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_cancelled_run_that_ignores_the_stop_request_is_killed_after_the_grace_period(lab_client):
+    manager = lab_client.app_state.jobs()
+    job = lab_client.post("/api/v1/train", json=LONG).json()
+    wait_for(lab_client, job["id"], ("running",))
+    while lab_client.get(f"/api/v1/train/{job['id']}").json()["steps_done"] < 1:
+        time.sleep(0.2)
+    pid = manager._process.pid
+    resume = _pause(pid)  # the training process will never see the stop request
+    grace = manager.stop_grace_s
+    manager.stop_grace_s = 2
+    try:
+        assert lab_client.delete(f"/api/v1/train/{job['id']}").status_code == 202
+        final = wait_for(lab_client, job["id"], ("cancelled", "failed", "succeeded", "timed_out"), timeout_s=30)
+    finally:
+        manager.stop_grace_s = grace
+        resume()
+    assert final["status"] == "cancelled" and final["summary"] is None  # ended by the kill, not by the run
+    assert final["error"] == {"kind": "cancelled",
+                              "message": "Cancelled; the run did not stop within 2 s, so its process was ended."}
+    assert not _running(pid)
+    still_serving(lab_client)
+    after = lab_client.post("/api/v1/train", json=SHORT).json()  # a fresh training process takes the next run
+    final = wait_for(lab_client, after["id"], ("succeeded", "failed", "timed_out"))
+    # all of it (on a loaded machine it may pass the module's 40 s limit while saving: still complete)
+    assert final["steps_done"] == SHORT["steps"] and final["summary"]["steps_completed"] == SHORT["steps"]
+
+
+def test_retry_after_is_the_running_runs_measured_time_left(lab_client):
+    """A 429's Retry-After is when a queue slot frees: the running run's time left as it measured
+    it (mean step time × steps to go + its held-out evaluation), read while the run is paused."""
+    manager = lab_client.app_state.jobs()
+    running = lab_client.post("/api/v1/train", json=LONG).json()
+    waiting = [lab_client.post("/api/v1/train", json=SHORT).json() for _ in range(2)]
+    while lab_client.get(f"/api/v1/train/{running['id']}").json()["steps_done"] < 3:
+        time.sleep(0.2)
+    resume = _pause(manager._process.pid)
+    try:
+        time.sleep(1)  # what the run sent before the pause reaches the server
+        state = lab_client.get("/api/v1/train").json()["queue"]
+        assert state["running"] == [running["id"]] and state["queued"] == [w["id"] for w in waiting]
+        job = lab_client.get(f"/api/v1/train/{running['id']}").json()
+        events = manager.get(running["id"]).events
+        steps = [e for e in events if e["type"] == "step"]
+        before = [e["elapsed_s"] for e in events if e["type"] == "phase" and e["phase"] == "before"]
+        by_hand = sum(s["step_s"] for s in steps) / len(steps) * (LONG["steps"] - steps[-1]["step"]) + before[-1] - before[0]
+        assert job["eta_s"] == round(by_hand, 1) and job["steps_done"] == steps[-1]["step"]
+        refused = lab_client.post("/api/v1/train", json=SHORT)
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) == math.ceil(job["eta_s"])
+        assert refused.json()["detail"] == f"the training queue is full; retry in about {math.ceil(job['eta_s'])} s"
+    finally:
+        resume()
+        for job in (*waiting, running):
+            lab_client.delete(f"/api/v1/train/{job['id']}")
+    assert wait_for(lab_client, running["id"], ("cancelled", "failed", "succeeded"))["status"] == "cancelled"
+
+
+def test_an_error_event_says_what_went_wrong_in_words_and_the_traceback_goes_to_the_log(tmp_path, lab_model_dir,
+                                                                                         small_task_dir):
+    """The real server, with LORALAB_MODEL_PATH naming a model folder whose weights are missing."""
+    import shutil
+
+    import httpx
+
+    from tests.conftest import serving
+
+    broken = tmp_path / "models" / "half-copied-model"
+    broken.mkdir(parents=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(lab_model_dir / name, broken / name)
+    env = {"LORALAB_DATA_DIR": str(tmp_path / "data"), "LORALAB_MODEL_PATH": str(broken),
+           "LORALAB_LAB_TASK_DIR": str(small_task_dir)}
+    with serving(env) as base:
+        job = httpx.post(f"{base}/api/v1/train", json=SHORT, timeout=30).json()
+        text = ""
+        with httpx.stream("GET", f"{base}/api/v1/train/{job['id']}/events", timeout=120) as stream:
+            for line in stream.iter_lines():
+                text += line + "\n"
+                if line.startswith("event: end"):
+                    break
+        final = httpx.get(f"{base}/api/v1/train/{job['id']}", timeout=10).json()
+        deadline = time.monotonic() + 10
+        while "Traceback" not in base.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server_log = base.log_path.read_text()
+    error = final["error"]
+    assert final["status"] == "failed" and error["kind"] == "missing_model"
+    assert error["message"] == ("Error no file named model.safetensors, or pytorch_model.bin, found in directory "
+                                "half-copied-model. Cache the model again (`loralab cache-model`).")
+    assert 'data: {"type": "error", "kind": "missing_model"' in text
+    for leak in (str(tmp_path), str(broken), "/tmp/", "Traceback", 'File "', ".py"):
+        assert leak not in text and leak not in str(final), leak
+    assert "Traceback (most recent call last)" in server_log and f"job {job['id']} failed (missing_model)" in server_log
