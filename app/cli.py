@@ -1,5 +1,6 @@
 """`loralab serve`: run the book with uvicorn; `loralab worker`: train runs from the shared queue;
-`loralab cache-model`: the lab's set-up step."""
+`loralab cache-model`: the lab's set-up step; `loralab export-base`: the lab's exact weights
+as a Transformers folder."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     worker.add_argument("--name", default=None, help="this worker's name in the queue (default: host-pid-random)")
     commands.add_parser("render-maths", help="typeset every chapter's maths with KaTeX (Node) into the cache")
     commands.add_parser("cache-model", help="cache the lab's base model (set-up step; a no-op when current)")
+    export = commands.add_parser("export-base", help="write the lab's base model as a Transformers folder (float32)")
+    export.add_argument("folder", help="where to write it (created if missing)")
     args = parser.parse_args(argv)
     if args.command == "render-maths":
         render_maths()
@@ -42,6 +45,14 @@ def main(argv: list[str] | None = None) -> None:
             return
         build_cache(settings.lab_model_dir)
         print("the lab's model is cached (LORALAB_MODEL_CACHE / LORALAB_DATA_DIR choose where)")
+        return
+
+    if args.command == "export-base":
+        from app.settings import get_settings
+        from training.model_cache import export_base
+
+        export_base(get_settings().lab_model_dir, args.folder)
+        print(f"the lab's base model is in {args.folder}: AutoModelForCausalLM.from_pretrained() loads it")
         return
 
     import uvicorn

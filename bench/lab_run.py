@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from app.formatting import format_gpu_bytes  # noqa: E402
 from app.lab import TrainRequest, lab_model, predict_run  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from training.run import RunSummary, StepMetrics, TrainConfig, train  # noqa: E402
+from training.run import Phase, RunSummary, StepMetrics, TrainConfig, train  # noqa: E402
 from training.task import load_task  # noqa: E402
 
 
@@ -41,18 +41,34 @@ def run(method: str, steps: int | None, settings: Settings) -> dict:
     config = request.training_config()
     config["target_modules"] = tuple(config["target_modules"])
     step_records: list[StepMetrics] = []
+    phases: list[Phase] = []
     summary: RunSummary | None = None
     started, cpu_started = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as out:
         for record in train(TrainConfig(**config), settings.lab_model_dir, output_dir=out, task=load_task(settings.lab_task_dir)):
             if isinstance(record, StepMetrics):
                 step_records.append(record)
+            elif isinstance(record, Phase):
+                phases.append(record)
             elif isinstance(record, RunSummary):
                 summary = record
     wall_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     predicted = predict_run(request, lab_model(settings), on_gpu=torch.cuda.is_available(), seq_len=summary.max_batch_tokens)
     return {"method": method, "request": request, "summary": summary, "steps": step_records, "predicted": predicted, "wall_s": wall_s,
-            "cpu_s": cpu_s}
+            "cpu_s": cpu_s, "split": where_the_time_went(phases, step_records, summary)}
+
+
+def where_the_time_went(phases: list[Phase], steps: list[StepMetrics], summary: RunSummary) -> dict[str, float]:
+    """Seconds per part of the run, from the run's own clock (Phase.elapsed_s is since its start)."""
+    def first(name: str) -> float:
+        return next(p.elapsed_s for p in phases if p.phase == name)
+
+    def last(name: str) -> float:
+        return [p.elapsed_s for p in phases if p.phase == name][-1]
+
+    step_s = sum(s.step_s for s in steps)
+    return {"load": last("load") - first("load"), "before": last("before") - first("before"), "steps": step_s,
+            "samples": summary.train_s - step_s, "after": last("after") - first("after"), "save": summary.wall_s - first("save")}
 
 
 def main() -> None:
@@ -79,6 +95,10 @@ def main() -> None:
               f"| {s.tokens_per_s:,.0f} | {round(s.exact_match_before * n)}/{n} → {round(s.exact_match_after * n)}/{n} "
               f"| {s.answer_loss_before:.3f} → {s.answer_loss_after:.3f} | {s.trainable_params:,} / {p['trainable_params']:,} "
               f"| {format_gpu_bytes(s.peak_memory_bytes)} / {format_gpu_bytes(memory_predicted)} |")
+    print("\n| method | " + " | ".join(f"{k} (s)" for k in rows[0]["split"]) + " |")
+    print("| --- |" + " ---: |" * len(rows[0]["split"]))
+    for row in rows:
+        print(f"| {row['method']} | " + " | ".join(f"{v:.1f}" for v in row["split"].values()) + " |")
     for row in rows:
         print(f"\n{row['method']}: held-out answers before → after (expected)")
         for sample in row["summary"].samples[:2]:

@@ -166,6 +166,20 @@ def build_cache(out_dir: str | Path, gguf: Path | None = None) -> Path:
     return out_dir
 
 
+def export_base(model_dir: str | Path, out_dir: str | Path) -> Path:
+    """The cached model as an ordinary Transformers folder (float32 safetensors + tokenizer), for
+    readers who load an exported adapter with peft onto exactly the weights the lab trained on."""
+    from transformers import AutoTokenizer
+
+    from training.model import read_model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    read_model(model_dir).save_pretrained(out)
+    AutoTokenizer.from_pretrained(model_dir, local_files_only=True).save_pretrained(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", type=Path)

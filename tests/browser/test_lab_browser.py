@@ -5,6 +5,7 @@ on a request of one's own, download an adapter that peft loads."""
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 
 import pytest
@@ -54,7 +55,7 @@ def test_a_short_run_from_the_page(lab_server, lab_model_dir, browser_context_fa
     assert "Exact match, held out" in headline and "/2 →" in headline
     measured, predicted = (page.inner_text(f"#lab-table tbody tr td:nth-child({n})") for n in (3, 4))
     assert measured == predicted == "460,800"
-    assert page.inner_text("#lab-table tbody tr td:nth-child(5)").endswith("GiB")
+    assert re.fullmatch(r"[\d,.]+ (KiB|MiB|GiB)", page.inner_text("#lab-table tbody tr td:nth-child(5)"))
 
     # try it: the reader's own request, answered by both models side by side
     page.fill("#lab-try-prompt", "Please configure DoRA for the attention layers, rank 4, alpha 8.")

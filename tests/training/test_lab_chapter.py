@@ -14,6 +14,7 @@ pytest.importorskip("peft")
 
 from app.settings import PROJECT_ROOT  # noqa: E402
 from training.generate import greedy_answers  # noqa: E402
+from training.model_cache import export_base  # noqa: E402
 from training.run import TrainConfig, prepare, train  # noqa: E402
 
 CHAPTER = PROJECT_ROOT / "content" / "09-lab.md"
@@ -44,9 +45,10 @@ def test_the_chapters_peft_code_reproduces_the_labs_answer(tmp_path, monkeypatch
     ours.model.load_state_dict({k.removeprefix("base_model.model."): v for k, v in state.items()}, strict=False)
     expected = greedy_answers(ours.model, ours.tokenizer, system, [prompt], max_new_tokens=64)[0]
 
+    base = export_base(lab_model_dir, tmp_path / "smollm2")  # what `loralab export-base` writes
     monkeypatch.chdir(tmp_path)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(code.replace(BASE_LINE, f"base = {str(lab_model_dir)!r}"), str(CHAPTER), "exec"), {})
+        exec(compile(code.replace(BASE_LINE, f"base = {str(base)!r}"), str(CHAPTER), "exec"), {})
     assert printed.getvalue().strip() == expected
     assert expected  # the snippet printed a real answer
