@@ -68,6 +68,9 @@ class Settings:
     node_path: str | None = field(default_factory=lambda: os.environ.get("LORALAB_NODE") or shutil.which("node"))
     # "Try it": a reader's prompt, answered by the base and the adapted model (bounded).
     try_max_new_tokens: int = field(default_factory=lambda: _env_int("LORALAB_TRY_MAX_NEW_TOKENS", 64))
+    # A run's own answers (held-out before/after, the streamed sample): a slow server may bound them
+    # tighter; an answer cut short cannot match exactly, so the default fits every task answer.
+    answer_max_new_tokens: int = field(default_factory=lambda: _env_int("LORALAB_ANSWER_MAX_NEW_TOKENS", 64))
 
     @property
     def lab_model_dir(self) -> Path:

@@ -129,7 +129,8 @@ def submit(request: Request, body: TrainRequest) -> JSONResponse:
         check_targets(body, model)
     manager = jobs(request)
     try:
-        job = manager.submit(body.training_config() | {"request": body.model_dump()})
+        job = manager.submit(body.training_config() | {"max_new_tokens": request.app.state.settings.answer_max_new_tokens,
+                                                       "request": body.model_dump()})
     except QueueFull as exc:
         return _queue_full(exc)
     predicted = predict_run(body, model, on_gpu=manager.worker_cuda)

@@ -18,6 +18,9 @@ SHORT = {"steps": 2, "batch_size": 2, "rank": 4}
 BASE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
+# the runs' own answers bounded (LORALAB_ANSWER_MAX_NEW_TOKENS): the base model rambles to the limit
+ANSWER_TOKENS = 24
+
 @pytest.fixture(scope="module")
 def lab_client(tmp_path_factory, lab_model_dir, small_task_dir):
     from dataclasses import replace
@@ -26,7 +29,7 @@ def lab_client(tmp_path_factory, lab_model_dir, small_task_dir):
     from app.settings import Settings
 
     data_dir = tmp_path_factory.mktemp("data")
-    settings = replace(Settings(), max_queued_jobs=2, job_time_limit_s=3600, lab_task_dir=small_task_dir,
+    settings = replace(Settings(), answer_max_new_tokens=ANSWER_TOKENS, max_queued_jobs=2, job_time_limit_s=3600, lab_task_dir=small_task_dir,
                        data_dir=data_dir, model_cache_dir=lab_model_dir, try_max_new_tokens=24)
     app = create_app(settings)
     with TestClient(app) as client:
@@ -109,6 +112,7 @@ def default_run(lab_client):
 def test_the_default_run_fine_tunes_smollm2_and_ends_with_before_and_after(lab_client, default_run):
     job, final = default_run["job"], default_run["final"]
     assert job["config"]["method"] == "lora" and job["config"]["steps"] == 30 and job["config"]["batch_size"] == 8
+    assert job["config"]["max_new_tokens"] == ANSWER_TOKENS  # the server's bound on the run's own answers
     assert final["status"] == "succeeded" and final["steps_done"] == 30 and final["eta_s"] is None
     summary = final["summary"]
     assert summary["base_model"] == BASE_ID

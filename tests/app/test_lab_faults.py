@@ -19,6 +19,9 @@ SHORT = {"steps": 2, "batch_size": 2, "rank": 4}
 TIME_LIMIT_S = 40  # loading the model and answering the two held-out requests fit well inside it
 
 
+# the runs' own answers bounded (LORALAB_ANSWER_MAX_NEW_TOKENS): the base model rambles to the limit
+ANSWER_TOKENS = 24
+
 @pytest.fixture(scope="module")
 def lab_client(tmp_path_factory, lab_model_dir, small_task_dir):
     from dataclasses import replace
@@ -26,7 +29,7 @@ def lab_client(tmp_path_factory, lab_model_dir, small_task_dir):
     from app.main import create_app
     from app.settings import Settings
 
-    app = create_app(replace(Settings(), max_queued_jobs=2, job_time_limit_s=TIME_LIMIT_S, lab_task_dir=small_task_dir,
+    app = create_app(replace(Settings(), answer_max_new_tokens=ANSWER_TOKENS, max_queued_jobs=2, job_time_limit_s=TIME_LIMIT_S, lab_task_dir=small_task_dir,
                              data_dir=tmp_path_factory.mktemp("data"), model_cache_dir=lab_model_dir))
     with TestClient(app) as client:
         client.app_state = app.state

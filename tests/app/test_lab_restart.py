@@ -24,7 +24,7 @@ LONG = {"steps": 300, "batch_size": 2, "rank": 4}
 def server_env(tmp_path_factory, lab_model_dir, small_task_dir) -> dict[str, str]:
     return {"LORALAB_DATA_DIR": str(tmp_path_factory.mktemp("data")), "LORALAB_MODEL_CACHE": str(lab_model_dir),
             "LORALAB_LAB_TASK_DIR": str(small_task_dir), "LORALAB_MAX_QUEUED_JOBS": "2",
-            "LORALAB_JOB_TIME_LIMIT_S": "3600"}
+            "LORALAB_JOB_TIME_LIMIT_S": "3600", "LORALAB_ANSWER_MAX_NEW_TOKENS": "24"}
 
 
 def wait_for(base: str, job_id: str, done, timeout_s: float = 300) -> dict:

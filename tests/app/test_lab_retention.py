@@ -17,6 +17,9 @@ SHORT = {"steps": 2, "batch_size": 2, "rank": 4}
 FAILING = {**SHORT, "batch_size": 16}  # more than the eight training requests: fails after loading
 
 
+# the runs' own answers bounded (LORALAB_ANSWER_MAX_NEW_TOKENS): the base model rambles to the limit
+ANSWER_TOKENS = 24
+
 @pytest.fixture(scope="module")
 def lab_client(tmp_path_factory, lab_model_dir, small_task_dir):
     from dataclasses import replace
@@ -25,7 +28,7 @@ def lab_client(tmp_path_factory, lab_model_dir, small_task_dir):
     from app.settings import Settings
 
     data_dir = tmp_path_factory.mktemp("data")
-    app = create_app(replace(Settings(), lab_task_dir=small_task_dir, data_dir=data_dir, model_cache_dir=lab_model_dir,
+    app = create_app(replace(Settings(), answer_max_new_tokens=ANSWER_TOKENS, lab_task_dir=small_task_dir, data_dir=data_dir, model_cache_dir=lab_model_dir,
                              keep_runs=2, keep_runs_mib=0))
     with TestClient(app) as client:
         client.data_dir = data_dir

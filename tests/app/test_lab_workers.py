@@ -128,7 +128,8 @@ def test_two_workers_drain_one_queue_and_a_killed_workers_run_is_retried(
     env = {"LORALAB_DATA_DIR": str(data_dir), "LORALAB_MODEL_CACHE": str(lab_model_dir),
            "LORALAB_LAB_TASK_DIR": str(tiny_task_dir), "LORALAB_QUEUE_URL": redis_url,
            "LORALAB_MAX_QUEUED_JOBS": "8", "LORALAB_JOB_TIME_LIMIT_S": "600",
-           "LORALAB_TRAIN_THREADS": "1"}  # two workers on one machine: a core each
+           "LORALAB_TRAIN_THREADS": "1",
+           "LORALAB_ANSWER_MAX_NEW_TOKENS": "24"}  # the runs' own answers bounded: the base model rambles to the limit  # two workers on one machine: a core each
     with ExitStack() as stack:
         web_a = stack.enter_context(serving(env))
         web_b = stack.enter_context(serving(env))
