@@ -22,6 +22,8 @@ import errno
 import logging
 import os
 import re
+import threading
+import time
 from dataclasses import asdict, fields
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -102,18 +104,22 @@ def _train_config(config: dict[str, Any], known: set[str]):
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent dies (a web server or `loralab worker`
-    killed with SIGKILL), so no orphaned run keeps training; elsewhere a no-op."""
-    try:
-        import ctypes
-        import signal
+    """Exit when the parent process dies (a web server or `loralab worker` killed with SIGKILL),
+    so no orphaned run keeps training.
 
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before the request took effect
-        os._exit(1)
+    A watchdog thread polls the parent's pid, not Linux's PR_SET_PDEATHSIG: that signal fires
+    when the *thread* that started this process exits, and the server starts runs from
+    short-lived worker threads (anyio retires idle ones after 10 s), which killed live runs.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:  # re-parented: the parent is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, name="loralab-parent-watch", daemon=True).start()
 
 
 def serve(requests: Queue, events: Queue, cancel: Event, model_dir: str, task_dir: str, threads: int | None = None) -> None:

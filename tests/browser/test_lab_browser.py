@@ -10,6 +10,7 @@ import zipfile
 
 import pytest
 
+from tests.browser.test_layout_and_a11y import OVERFLOWING
 from tests.conftest import serving
 
 pytestmark = pytest.mark.browser
@@ -70,7 +71,10 @@ def test_a_short_run_from_the_page(lab_server, lab_model_dir, browser_context_fa
         for theme in ("light", "dark"):
             page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
             page.wait_for_timeout(300)
-            assert page.evaluate("document.documentElement.scrollWidth") <= width  # no sideways scroll
+            layout = page.evaluate(OVERFLOWING)  # no sideways scroll, nothing cut off
+            wide = page.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > innerWidth + 1)
+                .map(e => e.tagName + '#' + e.id + '.' + String(e.className).slice(0, 30) + ' ' + Math.round(e.getBoundingClientRect().right)).slice(0, 12)""")
+            assert layout["sideways"] <= 0 and not layout["found"], f"{width}px {theme}: {layout} {wide}"
             page.screenshot(path=str(screenshot_dir / f"lab-after-run-{width}-{theme}.png"), full_page=True)
     page.set_viewport_size({"width": 1280, "height": 900})
 
