@@ -140,3 +140,29 @@ def small_task_dir(tmp_path_factory, small_task) -> Path:
         rows = [json.dumps({"prompt": e.prompt, "answer": e.answer}) for e in examples]
         (folder / f"{name}.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return folder
+
+
+def wait_for_run(base: str, job_id: str, done, timeout_s: float = 300) -> dict:
+    """Poll a live server's run until `done(job)` holds; fail with the run's last state."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{base}/api/v1/train/{job_id}", timeout=10)
+        assert response.status_code == 200, response.text
+        job = response.json()
+        if done(job):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} stuck: {job}")
+
+
+def run_finished(job: dict) -> bool:
+    return job["status"] not in ("queued", "running")
+
+
+def process_running(pid: int) -> bool:
+    """Running (a zombie waiting for its parent to reap it has stopped training)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

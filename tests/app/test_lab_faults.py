@@ -12,6 +12,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.conftest import process_running
+
 pytest.importorskip("torch")
 
 LONG = {"steps": 300, "batch_size": 2, "rank": 4}
@@ -100,14 +102,6 @@ def _resume(pid: int) -> None:
         pass
 
 
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_cancelled_run_that_ignores_the_stop_request_is_killed_after_the_grace_period(lab_client):
     manager = lab_client.app_state.jobs()
     job = lab_client.post("/api/v1/train", json=LONG).json()
@@ -127,7 +121,7 @@ def test_a_cancelled_run_that_ignores_the_stop_request_is_killed_after_the_grace
     assert final["status"] == "cancelled" and final["summary"] is None  # ended by the kill, not by the run
     assert final["error"] == {"kind": "cancelled",
                               "message": "Cancelled; the run did not stop within 2 s, so its process was ended."}
-    assert not _running(pid)
+    assert not process_running(pid)
     still_serving(lab_client)
     after = lab_client.post("/api/v1/train", json=SHORT).json()  # a fresh training process takes the next run
     final = wait_for(lab_client, after["id"], ("succeeded", "failed", "timed_out"))

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import serving
+from tests.conftest import process_running, run_finished, serving, wait_for_run
 
 pytest.importorskip("torch")
 
@@ -25,20 +25,6 @@ def server_env(tmp_path_factory, lab_model_dir, small_task_dir) -> dict[str, str
     return {"LORALAB_DATA_DIR": str(tmp_path_factory.mktemp("data")), "LORALAB_MODEL_CACHE": str(lab_model_dir),
             "LORALAB_LAB_TASK_DIR": str(small_task_dir), "LORALAB_MAX_QUEUED_JOBS": "2",
             "LORALAB_JOB_TIME_LIMIT_S": "3600", "LORALAB_ANSWER_MAX_NEW_TOKENS": "24"}
-
-
-def wait_for(base: str, job_id: str, done, timeout_s: float = 300) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{base}/api/v1/train/{job_id}", timeout=10).json()
-        if done(job):
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id}: {job}")
-
-
-def finished(job: dict) -> bool:
-    return job["status"] not in ("queued", "running")
 
 
 def training(job: dict) -> bool:
@@ -56,14 +42,14 @@ def event_log(base: str, job_id: str) -> list[dict]:
 def test_finished_runs_survive_a_restart_and_unfinished_ones_come_back_interrupted(server_env, lab_model_dir):
     with serving(server_env) as base:
         done = httpx.post(f"{base}/api/v1/train", json=SHORT, timeout=30).json()
-        before = wait_for(base, done["id"], finished)
+        before = wait_for_run(base, done["id"], run_finished)
         assert before["status"] == "succeeded"
         adapter = httpx.get(f"{base}/api/v1/train/{done['id']}/adapter", timeout=30)
         assert adapter.status_code == 200
         events_before = event_log(base, done["id"])
         running = httpx.post(f"{base}/api/v1/train", json=LONG, timeout=30).json()
         queued = httpx.post(f"{base}/api/v1/train", json=SHORT, timeout=30).json()
-        wait_for(base, running["id"], training)
+        wait_for_run(base, running["id"], training)
         assert httpx.get(f"{base}/api/v1/train/{queued['id']}", timeout=10).json()["queue_position"] == 1
     # the server stopped (SIGTERM, as `docker stop` does) with one run training and one waiting
 
@@ -84,7 +70,7 @@ def test_finished_runs_survive_a_restart_and_unfinished_ones_come_back_interrupt
         # a server killed outright (SIGKILL, the out-of-memory killer): its training run is
         # marked when the next server opens the store
         killed = httpx.post(f"{base}/api/v1/train", json=LONG, timeout=30).json()
-        wait_for(base, killed["id"], training)
+        wait_for_run(base, killed["id"], training)
         trainers = _trainers_of(base.process.pid)
         assert len(trainers) == 1
         os.kill(base.process.pid, signal.SIGKILL)
@@ -93,7 +79,7 @@ def test_finished_runs_survive_a_restart_and_unfinished_ones_come_back_interrupt
         deadline = time.monotonic() + 10
         while os.path.exists(f"/proc/{trainers[0]}") and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(trainers[0])
+        assert not process_running(trainers[0])
 
     with serving(server_env) as base:
         final = httpx.get(f"{base}/api/v1/train/{killed['id']}", timeout=10).json()
@@ -120,12 +106,3 @@ def _trainers_of(pid: int) -> list[int]:
         if b"spawn_main" in cmdline and ppid == pid:
             found.append(int(entry))
     return found
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for its new parent to reap it has stopped training)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from app.settings import PROJECT_ROOT
-from tests.conftest import serving
+from tests.conftest import run_finished, serving, wait_for_run
 
 pytest.importorskip("torch")
 pytest.importorskip("redis")
@@ -96,20 +96,6 @@ def get(base: str, path: str) -> dict:
     return response.json()
 
 
-def wait_for(base: str, job_id: str, done, timeout_s: float = 240) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = get(base, f"/api/v1/train/{job_id}")
-        if done(job):
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"job {job_id} stuck: {job}")
-
-
-def finished(job: dict) -> bool:
-    return job["status"] not in ("queued", "running")
-
-
 @pytest.fixture(scope="module")
 def tiny_task_dir(tmp_path_factory, small_task) -> Path:
     """Four training requests and one held-out one: a run here is mostly loading and one answer."""
@@ -141,13 +127,13 @@ def test_two_workers_drain_one_queue_and_a_killed_workers_run_is_retried(
         assert all(job["status"] == "queued" for job in (first, *others))
         assert get(web_b, f"/api/v1/train/{others[-1]['id']}")["queue_position"] is not None
 
-        wait_for(web_b, first["id"], lambda job: job["status"] == "running" and job["steps_done"] >= 1)
+        wait_for_run(web_b, first["id"], lambda job: job["status"] == "running" and job["steps_done"] >= 1, timeout_s=240)
         store = RunStore(data_dir, Retention(100, 2**30))
         victim = store.get(first["id"])["worker"]
         os.kill(procs[victim].pid, signal.SIGKILL)
         survivor = next(name for name in procs if name != victim)
 
-        finals = {job["id"]: wait_for(web_a, job["id"], finished) for job in (first, *others)}
+        finals = {job["id"]: wait_for_run(web_a, job["id"], run_finished, timeout_s=240) for job in (first, *others)}
         assert {job_id: f["status"] for job_id, f in finals.items()} == {job_id: "succeeded" for job_id in finals}, \
             {job_id: f["error"] for job_id, f in finals.items()}
         retried = finals[first["id"]]
@@ -168,6 +154,6 @@ def test_two_workers_drain_one_queue_and_a_killed_workers_run_is_retried(
         assert state["workers"] == 1  # the killed worker's heartbeat expired
         # a cancel on one replica reaches the worker through the store
         long = httpx.post(f"{web_b}/api/v1/train", json={**SHORT, "steps": 300}, timeout=30).json()
-        wait_for(web_a, long["id"], lambda job: job["status"] == "running" and job["steps_done"] >= 1)
+        wait_for_run(web_a, long["id"], lambda job: job["status"] == "running" and job["steps_done"] >= 1, timeout_s=240)
         assert httpx.delete(f"{web_a}/api/v1/train/{long['id']}", timeout=10).json()["id"] == long["id"]
-        assert wait_for(web_b, long["id"], finished)["status"] == "cancelled"
+        assert wait_for_run(web_b, long["id"], run_finished, timeout_s=240)["status"] == "cancelled"
