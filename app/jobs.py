@@ -64,8 +64,9 @@ class QueueFull(Exception):
 
 def estimate_eta_s(events: list[dict[str, Any]], total_steps: int) -> float | None:
     """Seconds left, from what the run measured: the mean step time times the steps to go,
-    plus the held-out evaluation after training, estimated by the one before it. None before
-    the first step (nothing measured yet)."""
+    plus the held-out evaluation after training, estimated by the one before it (or, where the
+    run reused a kept base-model evaluation, by what computing that took). None before the
+    first step (nothing measured yet)."""
     starts = [i for i, e in enumerate(events) if e["type"] == "phase" and e["phase"] == "load" and e["done"] == 0]
     events = events[starts[-1]:] if starts else events  # a retried run: only its last attempt counts
     steps = [e for e in events if e["type"] == "step"]
@@ -73,8 +74,12 @@ def estimate_eta_s(events: list[dict[str, Any]], total_steps: int) -> float | No
         return None
     remaining = max(0, total_steps - steps[-1]["step"])
     mean_step_s = sum(e["step_s"] for e in steps) / len(steps)
-    before = [e["elapsed_s"] for e in events if e["type"] == "phase" and e["phase"] == "before"]
-    evaluation_s = before[-1] - before[0] if len(before) > 1 else 0.0
+    before = [e for e in events if e["type"] == "phase" and e["phase"] == "before"]
+    reused = [e["evaluation_s"] for e in before if e.get("evaluation_s") is not None]
+    if reused:
+        evaluation_s = reused[-1]
+    else:
+        evaluation_s = before[-1]["elapsed_s"] - before[0]["elapsed_s"] if len(before) > 1 else 0.0
     return round(mean_step_s * remaining + evaluation_s, 1)
 
 
@@ -196,6 +201,7 @@ class JobManager:
         self, store: RunStore, max_queued: int, time_limit_s: float, model_dir: str | Path, task_dir: str | Path,
         try_max_new_tokens: int = 64, stop_grace_s: float = STOP_GRACE_S, remote: bool = False,
         on_finished: Callable[[Job], None] | None = None, threads: int = 0,
+        baseline_dir: str | Path | None = None, warm_config: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.max_queued = max_queued
@@ -205,6 +211,10 @@ class JobManager:
         self.task_dir = str(task_dir)
         self.try_max_new_tokens = try_max_new_tokens
         self.threads = threads or None  # None: every core
+        self.baseline_dir = str(baseline_dir) if baseline_dir is not None else None
+        self.warm_config = warm_config  # what warm() evaluates ahead: the lab's default run
+        self.warmed = False
+        self._warming = False  # a warm-up request is in the training process's hands
         self.remote = remote
         self.on_finished = on_finished
         if not remote:  # runs left queued or running by a previous server process (killed, not stopped)
@@ -216,6 +226,9 @@ class JobManager:
         # Whether the worker trains on CUDA, from its "ready" event; until then, guess from the
         # driver's device node (the app process never imports torch).
         self.worker_cuda: bool = Path("/dev/nvidiactl").exists()
+        # Whether its steps run under bf16 autocast (training.run.autocast_dtype_for): on a GPU, and
+        # on a CPU with bf16 units; until it says, guess yes (on a CPU without them, fp32).
+        self.worker_autocast: bool = True
         self._ctx = multiprocessing.get_context("spawn")
         self._process: Any = None
         self._requests: Any = None
@@ -226,6 +239,18 @@ class JobManager:
         self._monitor.start()
 
     # --- public API -------------------------------------------------------------------
+    def warm(self) -> None:
+        """Start the training process now, so the first run finds torch imported, the model
+        loaded and the base model's held-out answers for the default run already kept. Once
+        per manager; a run submitted meanwhile waits behind it in the same process."""
+        with self._lock:
+            if self.warmed or self.warm_config is None or self._closed:
+                return
+            self.warmed = self._warming = True
+            if self._process is None or not self._process.is_alive():
+                self._start_worker()
+            self._requests.put({"job": None, "kind": "warm", "config": self.warm_config})
+
     def submit(self, config: dict[str, Any]) -> Job:
         """Queue a training run (TrainConfig fields); QueueFull when `max_queued` already wait."""
         return self._enqueue(config, "train")
@@ -351,7 +376,8 @@ class JobManager:
         self._events = self._ctx.Queue()
         self._cancel = self._ctx.Event()
         self._process = self._ctx.Process(
-            target=serve, args=(self._requests, self._events, self._cancel, self.model_dir, self.task_dir, self.threads),
+            target=serve, args=(self._requests, self._events, self._cancel, self.model_dir, self.task_dir, self.threads,
+                                self.baseline_dir),
             name="loralab-trainer", daemon=True,
         )
         self._process.start()
@@ -386,6 +412,7 @@ class JobManager:
             return
         fresh = self._process is None or not self._process.is_alive()
         if fresh:
+            self._warming = False  # a new process has no warm-up queued
             self._start_worker()
         job = self._jobs[self._pending.popleft()]
         job.status = JobStatus.running
@@ -396,6 +423,9 @@ class JobManager:
         if fresh:  # importing torch and transformers in the new process takes a few seconds
             self._add_events(job, [{"type": "phase", "phase": "start", "message": "Starting the training process",
                                     "done": 0, "total": 1, "elapsed_s": 0.0}])
+        elif self._warming:
+            self._add_events(job, [{"type": "phase", "phase": "start", "done": 0, "total": 1, "elapsed_s": 0.0,
+                                    "message": "Finishing the warm-up: loading the model, answering as the base model"}])
         self.store.run_dir(job.id).mkdir(parents=True, exist_ok=True)
         if job.kind == "try":
             run = self.get(job.adapter_of or "")
@@ -429,6 +459,15 @@ class JobManager:
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") == "ready":
             self.worker_cuda = bool(event.get("cuda"))
+            self.worker_autocast = bool(event.get("autocast"))
+            return
+        if event.get("type") == "error" and event.get("job") is None:  # the warm-up failed; a run will say why
+            self._warming = False
+            log.warning("training process warm-up failed: %s", event.get("message"))
+            return
+        if event.get("type") == "warm":
+            self._warming = False
+            log.info("training process warmed up in %.1f s (base model evaluated: %s)", event["s"], event["evaluated"])
             return
         with self._lock:
             job = self._jobs.get(event.get("job") or "")

@@ -58,6 +58,13 @@ class TrainRequest(BaseModel):
         }
 
 
+def run_config(request: TrainRequest, settings: Settings) -> dict[str, Any]:
+    """What the training process is sent for a run: TrainConfig's fields, the server's bound on
+    generated answers, and the request as the reader sent it (for the run's record)."""
+    return request.training_config() | {"max_new_tokens": settings.answer_max_new_tokens,
+                                        "request": request.model_dump()}
+
+
 class TryRequest(BaseModel):
     """A reader's own request, answered by the base model and a finished run's adapter."""
 
@@ -123,11 +130,13 @@ def check_targets(request: TrainRequest, model: LabModel) -> None:
                          f"choose from {', '.join(model.target_modules)}")
 
 
-def predict_run(request: TrainRequest, model: LabModel, on_gpu: bool, seq_len: int | None = None) -> dict[str, Any]:
+def predict_run(request: TrainRequest, model: LabModel, on_gpu: bool, seq_len: int | None = None,
+                autocast: bool = False) -> dict[str, Any]:
     """What the book's calculators predict for this run, to show next to what it measures.
 
     Trainable and total parameters as peft counts them; memory from the estimator for the lab's
-    precision (bf16 autocast on a GPU, counted as a bf16 base; fp32 on the CPU), without
+    precision (bf16 autocast on a GPU, counted as a bf16 base; on the CPU fp32 weights, with
+    bf16 autocast when `autocast`, as on a CPU with bf16 units), without
     checkpointing, at `seq_len` tokens per example (default: the task's longest example, the
     worst batch). On the CPU the comparable measurement is the tensor accounting (parameters,
     gradients, optimizer state and saved activations), so `accounted_bytes` gives the
@@ -140,11 +149,12 @@ def predict_run(request: TrainRequest, model: LabModel, on_gpu: bool, seq_len: i
         return {}
     targets = request.target_modules or list(model.default_targets)
     estimate = lab_task.lab_memory_estimate(arch, request.method, request.rank, targets, request.batch_size,
-                                            seq_len or lab_task.LAB_TASK_MAX_TOKENS, on_gpu)
+                                            seq_len or lab_task.LAB_TASK_MAX_TOKENS, on_gpu, autocast)
     trainable = estimate.trainable_params
     total = params.count_trainable(arch, "lora" if request.method == "qlora" else request.method,
                                    r=request.rank, target_modules=targets).total
-    accounted = lab_task.accounted_bytes(estimate)
+    accounted = lab_task.accounted_bytes(arch, request.method, request.rank, targets, request.batch_size,
+                                         estimate.seq_len, autocast=autocast)
     return {
         "trainable_params": trainable,
         "total_params": total,

@@ -38,6 +38,7 @@ import redis
 
 from app.jobs import Job, JobManager, QueueFull, adapter_zip, has_adapter, new_job_id, retention_report
 from app.jobs import retry_after_s as estimate_retry_after_s
+from app.lab import TrainRequest, run_config
 from app.lab_store import RunStore
 
 log = logging.getLogger("loralab.queue")
@@ -160,21 +161,33 @@ class QueueClient:
         self.store = store
         self.max_queued = max_queued
         self.r = connect(url)
-        self._cuda: tuple[float, bool] = (0.0, Path("/dev/nvidiactl").exists())
+        self._facts: tuple[float, bool, bool] = (0.0, Path("/dev/nvidiactl").exists(), True)
         self._reaper = _Reaper(store, self.r)
+
+    def _worker_facts(self) -> tuple[bool, bool]:
+        """(cuda, autocast): whether a live worker trains on CUDA, whether under bf16 autocast
+        (from their heartbeats, read at most every 5 s)."""
+        checked, cuda, autocast = self._facts
+        if time.monotonic() - checked > 5:
+            try:
+                beats = [json.loads(b) for b in (self.r.get(k) for k in self.r.scan_iter(match=_heartbeat("*"), count=100)) if b]
+                cuda = any(b.get("cuda") for b in beats)
+                autocast = any(b.get("autocast", True) for b in beats) if beats else autocast
+            except redis.RedisError:
+                pass
+            self._facts = (time.monotonic(), cuda, autocast)
+        return cuda, autocast
 
     @property
     def worker_cuda(self) -> bool:
-        """Whether a live worker trains on CUDA (checked at most every 5 s)."""
-        checked, cuda = self._cuda
-        if time.monotonic() - checked > 5:
-            try:
-                beats = [self.r.get(k) for k in self.r.scan_iter(match=_heartbeat("*"), count=100)]
-                cuda = any(json.loads(b).get("cuda") for b in beats if b)
-            except redis.RedisError:
-                pass
-            self._cuda = (time.monotonic(), cuda)
-        return cuda
+        return self._worker_facts()[0]
+
+    @property
+    def worker_autocast(self) -> bool:
+        return self._worker_facts()[1]
+
+    def warm(self) -> None:
+        """Nothing to do here: each `loralab worker` warms itself up when it starts."""
 
     def submit(self, config: dict[str, Any]) -> Job:
         return self._enqueue(config, "train")
@@ -261,11 +274,15 @@ def run_worker(settings: Any, name: str | None = None, stop: threading.Event | N
     r = connect(settings.queue_url)
     manager = JobManager(store, 1, settings.job_time_limit_s, settings.lab_model_dir, settings.lab_task_dir,
                          try_max_new_tokens=settings.try_max_new_tokens, stop_grace_s=settings.job_stop_grace_s,
-                         remote=True, threads=settings.train_threads)
+                         remote=True, threads=settings.train_threads, baseline_dir=settings.baseline_dir,
+                         warm_config=run_config(TrainRequest(), settings))
+    if settings.warm_trainer:
+        manager.warm()
 
     def beat() -> None:
         # no lock taken: the manager may hold its own for a few seconds while it kills a process
-        r.set(_heartbeat(worker), json.dumps({"cuda": manager.worker_cuda, "running": manager._running}),
+        r.set(_heartbeat(worker), json.dumps({"cuda": manager.worker_cuda, "autocast": manager.worker_autocast,
+                                               "running": manager._running}),
               ex=HEARTBEAT_TTL_S)
 
     beat()

@@ -17,6 +17,7 @@ from app.maths import MathTypesetter
 from app.errors import describe
 from app.rendering import is_htmx, make_templates, page
 from app.jobs import JobManager
+from app.lab import TrainRequest, run_config
 from app.lab_store import Retention, RunStore
 from app.routers import api, figures, instruments, lab, pages, plan_api
 from app.settings import Settings, get_settings
@@ -63,6 +64,7 @@ def _job_manager(settings: Settings) -> tuple[Callable[[], JobManager], Callable
                         store, settings.max_queued_jobs, settings.job_time_limit_s, settings.lab_model_dir,
                         settings.lab_task_dir, try_max_new_tokens=settings.try_max_new_tokens,
                         stop_grace_s=settings.job_stop_grace_s, threads=settings.train_threads,
+                        baseline_dir=settings.baseline_dir, warm_config=run_config(TrainRequest(), settings),
                     ))
             return holder[0]
 

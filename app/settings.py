@@ -71,6 +71,15 @@ class Settings:
     # A run's own answers (held-out before/after, the streamed sample): a slow server may bound them
     # tighter; an answer cut short cannot match exactly, so the default fits every task answer.
     answer_max_new_tokens: int = field(default_factory=lambda: _env_int("LORALAB_ANSWER_MAX_NEW_TOKENS", 64))
+    # Start the training process when a reader opens the lab (or a `loralab worker` starts): it
+    # imports torch, loads the model and evaluates the base model once while nobody waits.
+    # 0: start it with the first run instead (saves ~300 MiB of memory on an idle server).
+    warm_trainer: bool = field(default_factory=lambda: _env_int("LORALAB_WARM_TRAINER", 1) != 0)
+
+    @property
+    def baseline_dir(self) -> Path:
+        """Where the base model's held-out evaluations are kept between runs (training/baseline.py)."""
+        return self.data_dir / "cache" / "baselines"
 
     @property
     def lab_model_dir(self) -> Path:

@@ -645,12 +645,16 @@ def lab_default(field: str) -> float:
 
 
 @quantity("bytes")
-def lab_accounted_bytes(model: str, method: str, r: int, targets: str, batch: int, seq: int = 0) -> int:
-    """What the lab's CPU accounting counts, as the estimator predicts it (fp32 on the CPU;
-    QLoRA: an NF4 base): weights, adapters, gradients, optimizer state, saved activations.
+def lab_accounted_bytes(model: str, method: str, r: int, targets: str, batch: int, seq: int = 0,
+                        precision: str = "bf16") -> int:
+    """What the lab's CPU accounting counts, as the estimator predicts it (fp32 weights, the steps
+    under bf16 autocast or, precision fp32, without; QLoRA: an NF4 base): weights, adapters,
+    gradients, optimizer state, saved activations, autocast's weight copies, the answers' logits.
     seq 0: the lab task's longest example (its widest batch)."""
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision: must be bf16 or fp32, got {precision!r}")
     seq = seq or lab_task.LAB_TASK_MAX_TOKENS
-    return lab_task.accounted_bytes(lab_task.lab_memory_estimate(model, method, r, targets, batch, seq))
+    return lab_task.accounted_bytes(model, method, r, targets, batch, seq, autocast=precision == "bf16")
 
 
 @quantity("count")

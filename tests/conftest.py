@@ -21,6 +21,9 @@ from app.settings import PROJECT_ROOT, Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# A server starts its training process when the lab's form opens (LORALAB_WARM_TRAINER): the
+# many servers the page tests start would each import torch for nothing. The lab's tests turn it on.
+os.environ.setdefault("LORALAB_WARM_TRAINER", "0")
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,24 @@ answers wherever it runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from training.data import prompt_ids
+
+
+class _EachToken(StoppingCriteria):
+    """Calls `on_token()` once per generated token; never stops generation itself."""
+
+    def __init__(self, on_token: Callable[[], None]) -> None:
+        self.on_token = on_token
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        self.on_token()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 @torch.no_grad()
@@ -24,11 +36,14 @@ def greedy_answers(
     prompts: Sequence[str],
     max_new_tokens: int,
     batch_size: int = 16,
+    on_token: Callable[[], None] | None = None,
 ) -> list[str]:
     """The model's greedy answer to each prompt (special tokens and surrounding space removed).
 
     `model` is a transformers causal LM (ours with adapters injected, or a peft PeftModel); it is
-    put in eval mode for the call and restored after.
+    put in eval mode for the call and restored after. Decoding a token reads every weight
+    whatever the batch, so one batch of 16 answers in ~0.6× the time of two batches of 8 on a
+    CPU. `on_token()` is called after each generated token (of the whole batch), for progress.
     """
     was_training = model.training
     model.eval()
@@ -47,6 +62,7 @@ def greedy_answers(
             do_sample=False,
             pad_token_id=pad_id,
             eos_token_id=tokenizer.eos_token_id,
+            stopping_criteria=StoppingCriteriaList([_EachToken(on_token)]) if on_token is not None else None,
         )  # (batch, length + new)
         answers += [tokenizer.decode(row[length:], skip_special_tokens=True).strip() for row in output]
     model.train(was_training)

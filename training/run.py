@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -19,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training.baseline import baseline_key, read_baseline, write_baseline
 from training.data import IGNORE_INDEX, encode_examples, eval_batches, train_batches
 from training.export import adapter_config, save_adapter
 from training.generate import greedy_answers
 from training.inject import METHODS, Injection, inject_adapters
-from training.model import LoadedModel, load_model
+from training.model import LoadedModel, load_base, load_model
 from training.task import SAMPLE_INDEX, ChatTask, exact_match, load_task
 
 # peft's default LoRA targets per architecture (the attention query and value projections).
@@ -32,6 +34,28 @@ DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
     "mistral": ("q_proj", "v_proj"),
     "qwen2": ("q_proj", "v_proj"),
 }
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast_dtype_for(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the training steps (None: no autocast, the weights' own fp32).
+
+    bf16 halves the bytes each matrix product reads and, on hardware with bf16 units, roughly
+    doubles its speed; on a CPU without them, bf16 is emulated and slower, so "auto" keeps fp32.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16" or device.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+def weights_dtype_for(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype the base weights are held in (QLoRA: its compute dtype): bf16 on a GPU, as peft
+    recipes load them, unless fp32 is asked for; fp32 on a CPU (answers there stay exact)."""
+    return torch.bfloat16 if device.type == "cuda" and precision != "fp32" else torch.float32
 
 
 @dataclass(frozen=True)
@@ -53,6 +77,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     sample_every: int = 5  # steps between streamed answers to the sample request; 0: never
     max_new_tokens: int = 64  # bound on every generated answer
+    # "auto": bf16 autocast for the training steps where the hardware computes bf16 natively (a
+    # CUDA GPU; a CPU with AVX512-BF16 or AMX), else fp32. Answers are always generated as the
+    # weights are stored (fp32 on a CPU), so peft reproduces them exactly.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -69,6 +97,8 @@ class TrainConfig:
         for name, (value, low, high) in checks.items():
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name}: expected an integer in [{low}, {high}], got {value!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed: expected a non-negative integer, got {self.seed!r}")
         if not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
@@ -94,6 +124,7 @@ class Phase:
     done: int
     total: int
     elapsed_s: float  # since the run started
+    evaluation_s: float | None = None  # a reused base-model evaluation: what computing it took
 
 
 @dataclass(frozen=True)
@@ -146,6 +177,7 @@ class RunSummary:
     # process RSS (which includes the Python heap and allocator caches).
     peak_memory_kind: str
     device: str
+    autocast: str  # the training steps' autocast dtype ("bf16"), or "off" (the weights' own dtype)
     held_out: int
     exact_match_before: float
     exact_match_after: float
@@ -262,7 +294,7 @@ def prepare(config: TrainConfig, model_dir: str | Path, device: torch.device) ->
     """A private copy of the base with adapters injected (A drawn from `config.seed`), on `device`."""
     loaded = load_model(model_dir)
     targets = resolve_targets(config, loaded.model_type)
-    compute_dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    compute_dtype = weights_dtype_for(config.precision, device)
     torch.manual_seed(config.seed)  # lora_A's Kaiming init draws from here
     injection = inject_adapters(
         loaded.model,
@@ -285,16 +317,18 @@ def train(
     output_dir: str | Path | None = None,
     task: ChatTask | None = None,
     device: str | None = None,
+    baseline_dir: str | Path | None = None,
 ) -> Iterator[Phase | StepMetrics | Sample | RunSummary]:
     """Fine-tune the causal LM in `model_dir` on `task` (default: the lab's LoraConfig task).
 
     `should_stop()` is checked between steps. The adapter is written in peft's format to
-    `output_dir` (a fresh temporary folder if None).
+    `output_dir` (a fresh temporary folder if None). `baseline_dir` keeps the base model's
+    held-out evaluation between runs (training/baseline.py); None evaluates every time.
     """
     started = time.perf_counter()
 
-    def phase(name: str, message: str, done: int = 0, total: int = 1) -> Phase:
-        return Phase(name, message, done, total, time.perf_counter() - started)
+    def phase(name: str, message: str, done: int = 0, total: int = 1, evaluation_s: float | None = None) -> Phase:
+        return Phase(name, message, done, total, time.perf_counter() - started, evaluation_s)
 
     task = task or load_task()
     torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -309,13 +343,23 @@ def train(
     yield phase("load", "Model ready", 1, 1)
 
     prompts = [example.prompt for example in task.test]
-    before = yield from _evaluate(model, tokenizer, task, prompts, test_set, config, torch_device, "before", phase)
+    key = _baseline_key(config, model_dir, task, torch_device)
+    before = read_baseline(baseline_dir, key)
+    if before is None:
+        evaluation_started = time.perf_counter()
+        before = yield from _evaluate(model, tokenizer, task, prompts, test_set, config, torch_device, "before", phase)
+        before["evaluation_s"] = time.perf_counter() - evaluation_started
+        write_baseline(baseline_dir, key, before)
+    else:
+        yield phase("before", f"The base model's answers to the {len(prompts)} held-out requests "
+                    "(the same for every run: at step 0 an adapter adds exactly nothing)", 1, 1,
+                    evaluation_s=before["evaluation_s"])
     sample = task.test[SAMPLE_INDEX]
     first = before["answers"][SAMPLE_INDEX]
     yield Sample(0, sample.prompt, first, sample.answer, exact_match(first, sample.answer))
 
     optimizer, scheduler = make_optimizer(model, config)
-    autocast_dtype = torch.bfloat16 if on_cuda else None
+    autocast_dtype = autocast_dtype_for(config.precision, torch_device)
     param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
     param_ptrs |= {b.untyped_storage().data_ptr() for b in model.buffers()}
 
@@ -338,7 +382,7 @@ def train(
             peak = torch.cuda.max_memory_allocated(torch_device)
         else:
             saved = _SavedTensorBytes(param_ptrs)
-            loss = train_step(model, batch, optimizer, scheduler, None, saved)
+            loss = train_step(model, batch, optimizer, scheduler, autocast_dtype, saved)
             # grads are freed by zero_grad, so count them (same size as the trainable params) explicitly
             grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
             peak = _state_bytes(model, optimizer) + grad_bytes + saved.bytes
@@ -387,6 +431,7 @@ def train(
         peak_memory_bytes=max(peaks, default=0),
         peak_memory_kind="cuda_max_memory_allocated" if on_cuda else "cpu_tensor_accounting",
         device=str(torch_device),
+        autocast="bf16" if autocast_dtype is not None else "off",
         held_out=len(task.test),
         exact_match_before=before["exact_match"],
         exact_match_after=after["exact_match"],
@@ -399,16 +444,86 @@ def train(
     )
 
 
+def _baseline_key(config: TrainConfig, model_dir: str | Path, task: ChatTask, device: torch.device) -> str:
+    return baseline_key(model_dir, task, config.method, config.max_new_tokens, config.max_seq_len, device,
+                        weights_dtype_for(config.precision, device))
+
+
+def warm_up(config: TrainConfig, model_dir: str | Path, task: ChatTask, baseline_dir: str | Path | None,
+            device: str | None = None) -> bool:
+    """What a run does first, done ahead while nobody waits: load the base model and, unless
+    kept already, evaluate it on the held-out requests for `config`'s method (training/baseline.py).
+    True when it evaluated."""
+    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    key = _baseline_key(config, model_dir, task, torch_device)
+    if read_baseline(baseline_dir, key) is not None:
+        load_base(str(model_dir))
+        return False
+    loaded, _, _ = prepare(config, model_dir, torch_device)
+    test_set = encode_examples(loaded.tokenizer, task.system_prompt, task.test, config.max_seq_len)
+    prompts = [example.prompt for example in task.test]
+    evaluation = _evaluate(loaded.model, loaded.tokenizer, task, prompts, test_set, config, torch_device, "before",
+                           lambda *args: None)
+    started = time.perf_counter()
+    while True:
+        try:
+            next(evaluation)
+        except StopIteration as done:
+            write_baseline(baseline_dir, key, done.value | {"evaluation_s": time.perf_counter() - started})
+            return True
+
+
+EVAL_BATCH = 32  # held-out requests answered in one generate() call (the lab has 16)
+
+
+def _generate_with_progress(model, tokenizer, system_prompt: str, prompts, max_new_tokens: int):
+    """greedy_answers in a thread of its own, yielding the tokens generated so far every half
+    second (a generator cannot yield from inside generate()); returns the answers."""
+    done = [0]
+    result: dict = {}
+
+    def count() -> None:
+        done[0] += 1
+
+    def work() -> None:
+        try:
+            result["answers"] = []
+            for start in range(0, len(prompts), EVAL_BATCH):
+                chunk = prompts[start : start + EVAL_BATCH]
+                result["answers"] += greedy_answers(model, tokenizer, system_prompt, chunk, max_new_tokens, EVAL_BATCH, count)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name="loralab-answers", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+        if thread.is_alive():
+            yield done[0]
+    if "error" in result:
+        raise result["error"]
+    return result["answers"]
+
+
 def _evaluate(model, tokenizer, task: ChatTask, prompts, test_set, config: TrainConfig, device, name: str, phase):
-    """Greedy answers to every held-out request (with progress), exact match, held-out loss."""
+    """Greedy answers to every held-out request, exact match, held-out loss. Progress counts
+    generated tokens against the bound (answers that end sooner finish the phase early)."""
     word = "before" if name == "before" else "after"
-    batch_size = 8
-    answers: list[str] = []
-    total = math.ceil(len(prompts) / batch_size)
-    for done in range(total):
-        yield phase(name, f"Answering the {len(prompts)} held-out requests {word} training", done, total)
-        chunk = prompts[done * batch_size : (done + 1) * batch_size]
-        answers += greedy_answers(model, tokenizer, task.system_prompt, chunk, config.max_new_tokens, batch_size)
+    rounds = math.ceil(len(prompts) / EVAL_BATCH)
+    total = config.max_new_tokens * rounds
+    message = f"Answering the {len(prompts)} held-out requests {word} training, token by token"
+    yield phase(name, message, 0, total)
+    generating = _generate_with_progress(model, tokenizer, task.system_prompt, prompts, config.max_new_tokens)
+    reported = 0
+    while True:
+        try:
+            tokens = min(next(generating), total - 1)
+        except StopIteration as finished:
+            answers = finished.value
+            break
+        if tokens > reported:
+            reported = tokens
+            yield phase(name, message, tokens, total)
     yield phase(name, f"Answered the held-out requests {word} training", total, total)
     hits = [exact_match(a, e.answer) for a, e in zip(answers, task.test)]
     return {

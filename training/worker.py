@@ -3,13 +3,17 @@
 The web server (app/jobs.py) talks to it through two multiprocessing queues of plain dicts,
 so no torch object crosses the process boundary:
 
-    serve(requests, events, cancel, model_dir, task_dir): the base model's folder and the task's
-    JSONL folder (both plain paths, from app.settings).
+    serve(requests, events, cancel, model_dir, task_dir, threads, baseline_dir): the base model's
+    folder, the task's JSONL folder and where base-model evaluations are kept (plain paths, from
+    app.settings).
 
     requests  <- {"job": id, "kind": "train", "config": {...TrainConfig fields...}, "output_dir": str}
                  {"job": id, "kind": "try", "prompt": str, "config": {...the run's TrainConfig...},
                   "adapter_dir": str, "max_new_tokens": int}
+                 {"job": None, "kind": "warm", "config": {...}}: load the model and evaluate the base
+                  model for that config ahead of the first run (training.run.warm_up)
     events    -> {"job": id, "type": "phase"|"step"|"sample"|"summary"|"answers"|"error", ...}
+                 {"job": None, "type": "ready"|"warm", ...}: the process is up; the warm-up is done
 
 `cancel` is an Event the server sets to stop the current job between steps. An error event says
 what went wrong in words a reader can act on; the traceback goes to this process's log (the
@@ -122,7 +126,8 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, name="loralab-parent-watch", daemon=True).start()
 
 
-def serve(requests: Queue, events: Queue, cancel: Event, model_dir: str, task_dir: str, threads: int | None = None) -> None:
+def serve(requests: Queue, events: Queue, cancel: Event, model_dir: str, task_dir: str, threads: int | None = None,
+          baseline_dir: str | None = None) -> None:
     """Run jobs from `requests` until a None arrives; report everything on `events`."""
     _die_with_parent()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -140,7 +145,9 @@ def serve(requests: Queue, events: Queue, cancel: Event, model_dir: str, task_di
     adapted = _AdaptedModels(model_dir)
     # All cores: the web server's work is small and waits on I/O (a reader's page stays fast).
     torch.set_num_threads(max(1, threads or os.cpu_count() or 1))
-    events.put({"job": None, "type": "ready", "cuda": torch.cuda.is_available()})
+    device = _device()
+    autocast = training_run.autocast_dtype_for("auto", device) is not None
+    events.put({"job": None, "type": "ready", "cuda": device.type == "cuda", "autocast": autocast})
     while True:
         request = requests.get()
         if request is None:
@@ -150,6 +157,11 @@ def serve(requests: Queue, events: Queue, cancel: Event, model_dir: str, task_di
         try:
             task = load_task(Path(task_dir))  # small; read per job so an edited task applies at once
             config = _train_config(request["config"], known)
+            if request.get("kind") == "warm":
+                started = time.perf_counter()
+                evaluated = training_run.warm_up(config, model_dir, task, baseline_dir)
+                events.put({"job": None, "type": "warm", "evaluated": evaluated, "s": time.perf_counter() - started})
+                continue
             if request.get("kind", "train") == "try":
                 events.put({"job": job, "type": "phase", "phase": "load", "message": "Loading the adapted model",
                             "done": 0, "total": 1, "elapsed_s": 0.0})
@@ -163,7 +175,8 @@ def serve(requests: Queue, events: Queue, cancel: Event, model_dir: str, task_di
                 })
                 continue
             for record in training_run.train(
-                config, model_dir, should_stop=cancel.is_set, output_dir=request["output_dir"], task=task
+                config, model_dir, should_stop=cancel.is_set, output_dir=request["output_dir"], task=task,
+                baseline_dir=baseline_dir,
             ):
                 events.put({"job": job, "type": RECORD_TYPES[type(record).__name__], **_plain(record)})
         except Exception as exc:  # noqa: BLE001 - report any failure as the job's status, keep serving

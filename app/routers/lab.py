@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Streamin
 from app.errors import calculator_input
 from app.formatting import format_gpu_bytes, format_int
 from app.jobs import Job, JobManager, QueueFull, estimate_eta_s
-from app.lab import LabModel, TrainRequest, TryRequest, check_targets, lab_context, lab_model, predict_run
+from app.lab import LabModel, TrainRequest, TryRequest, check_targets, lab_context, lab_model, predict_run, run_config
 from app.rendering import page
 
 router = APIRouter(tags=["lab"])
@@ -74,7 +74,7 @@ def predicted_for(job: Job, summary: dict[str, Any], model: LabModel) -> dict[st
     if request is None:
         return {}
     return predict_run(TrainRequest(**request), model, on_gpu=str(summary.get("device", "cpu")).startswith("cuda"),
-                       seq_len=summary.get("max_batch_tokens") or None)
+                       seq_len=summary.get("max_batch_tokens") or None, autocast=summary.get("autocast") == "bf16")
 
 
 def jobs(request: Request) -> JobManager:
@@ -110,7 +110,10 @@ def predict(request: Request, body: TrainRequest) -> dict:
     model = lab_model(request.app.state.settings)
     with calculator_input(location="body"):
         check_targets(body, model)
-    predicted = predict_run(body, model, on_gpu=jobs(request).worker_cuda)
+    manager = jobs(request)
+    if request.app.state.settings.warm_trainer:
+        manager.warm()  # the lab's form asks for a prediction when it opens: a run may follow
+    predicted = predict_run(body, model, on_gpu=manager.worker_cuda, autocast=manager.worker_autocast)
     return {"predicted": {k: v for k, v in predicted.items() if k != "display"},
             "predicted_display": predicted.get("display", {})}
 
@@ -129,11 +132,10 @@ def submit(request: Request, body: TrainRequest) -> JSONResponse:
         check_targets(body, model)
     manager = jobs(request)
     try:
-        job = manager.submit(body.training_config() | {"max_new_tokens": request.app.state.settings.answer_max_new_tokens,
-                                                       "request": body.model_dump()})
+        job = manager.submit(run_config(body, request.app.state.settings))
     except QueueFull as exc:
         return _queue_full(exc)
-    predicted = predict_run(body, model, on_gpu=manager.worker_cuda)
+    predicted = predict_run(body, model, on_gpu=manager.worker_cuda, autocast=manager.worker_autocast)
     return JSONResponse(
         {**_public(request, job),
          "predicted": {k: v for k, v in predicted.items() if k != "display"},

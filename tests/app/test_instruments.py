@@ -232,3 +232,22 @@ def test_configurator_controls_follow_the_method(client, method, enabled, hidden
     if method in ("full", "prefix", "prompt"):
         counted = params.count_trainable("llama-2-7b", method, num_virtual_tokens=20)
         assert format_int(counted.trainable) in result.select_one("[data-value=trained]").get_text()
+
+
+@pytest.mark.parametrize("name", sorted(INSTRUMENTS))
+def test_a_remembered_fragment_is_what_the_template_renders(client, app, name):
+    """Repeated settings are served from the fragment cache: byte for byte the template's own
+    `result` block, rendered the ordinary way, and the same on the second request."""
+    from starlette.requests import Request
+
+    spec = INSTRUMENTS[name]
+    query = spec.query_model()
+    first = client.get(f"/instruments/{name}", headers={"HX-Request": "true"})
+    second = client.get(f"/instruments/{name}", headers={"HX-Request": "true"})
+    assert first.status_code == second.status_code == 200 and first.text == second.text
+    assert "HX-Request" in second.headers["vary"]
+    request = Request({"type": "http", "method": "GET", "path": f"/instruments/{name}", "headers": [], "query_string": b"",
+                       "app": app, "router": app.router})
+    plain = app.state.templates.TemplateResponse(request, spec.template, spec.context(query, embed_id=name, standalone=True),
+                                                 block_name="result")
+    assert first.text == plain.body.decode()

@@ -111,9 +111,9 @@ def default_run(lab_client):
 
 def test_the_default_run_fine_tunes_smollm2_and_ends_with_before_and_after(lab_client, default_run):
     job, final = default_run["job"], default_run["final"]
-    assert job["config"]["method"] == "lora" and job["config"]["steps"] == 30 and job["config"]["batch_size"] == 8
+    assert job["config"]["method"] == "lora" and job["config"]["steps"] == 20 and job["config"]["batch_size"] == 8
     assert job["config"]["max_new_tokens"] == ANSWER_TOKENS  # the server's bound on the run's own answers
-    assert final["status"] == "succeeded" and final["steps_done"] == 30 and final["eta_s"] is None
+    assert final["status"] == "succeeded" and final["steps_done"] == 20 and final["eta_s"] is None
     summary = final["summary"]
     assert summary["base_model"] == BASE_ID
     assert [set(s) >= {"prompt", "before", "after"} for s in summary["samples"]] == [True, True]
@@ -137,24 +137,24 @@ def test_the_events_replay_every_step_with_its_measured_eta(lab_client, default_
 
     events = default_run["events"]
     steps = [data for kind, data in events if kind == "step"]
-    assert [s["step"] for s in steps] == list(range(1, 31))
+    assert [s["step"] for s in steps] == list(range(1, 21))
     assert all(s["loss"] > 0 and s["tokens_per_s"] > 0 and s["peak_memory_bytes"] > 0 for s in steps)
     phases = [(d["phase"], d["done"], d["total"]) for kind, d in events if kind == "phase"]
     assert phases[0] == ("start", 0, 1)  # the first run starts the worker process, and says so
-    assert phases[1:3] == [("load", 0, 1), ("load", 1, 1)] and ("after", 1, 1) in phases
+    assert phases[1:3] == [("load", 0, 1), ("load", 1, 1)] and ("after", ANSWER_TOKENS, ANSWER_TOKENS) in phases
     log = [data for kind, data in events if kind != "queued"]
     for i, data in enumerate(log):
         if data["type"] == "step":
             # the ETA: this run's mean measured step time × steps left + its measured evaluation time
-            assert data["eta_s"] == estimate_eta_s(log[: i + 1], 30)
+            assert data["eta_s"] == estimate_eta_s(log[: i + 1], 20)
     before = [d["elapsed_s"] for d in log if d["type"] == "phase" and d["phase"] == "before"]
     mean_step_s = sum(s["step_s"] for s in steps[:10]) / 10
-    assert steps[9]["eta_s"] == round(mean_step_s * 20 + before[-1] - before[0], 1)
+    assert steps[9]["eta_s"] == round(mean_step_s * 10 + before[-1] - before[0], 1)
     # at the last step only the evaluation is left; the display shows the ETA the event carries, in whole seconds
     assert steps[-1]["eta_s"] == round(before[-1] - before[0], 1)
     assert steps[-1]["display"]["eta"] == f"{steps[-1]['eta_s']:.0f} s"
     samples = [data for kind, data in events if kind == "sample"]
-    assert [s["step"] for s in samples] == [0, 5, 10, 15, 20, 25]
+    assert [s["step"] for s in samples] == [0, 5, 10, 15]
     summary = next(data for kind, data in events if kind == "summary")
     assert summary["display"]["exact_match"].count("/2") == 2 and summary["display"]["predicted"]["memory"]
     assert events[-1] == ("end", {"type": "end", "status": "succeeded"})
@@ -268,3 +268,35 @@ def test_predict_counts_smollm2s_adapter_without_training(lab_client):
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}).json()["predicted"]
     assert everything["trainable_params"] == 30 * 8 * (2 * (576 + 576) + 2 * (576 + 192) + 3 * (576 + 1536))
     assert lab_client.post("/api/v1/train/predict", json={"rank": 0}).status_code == 422
+
+
+def test_opening_the_lab_warms_the_trainer_and_runs_reuse_the_base_models_answers(tmp_path, lab_model_dir, small_task_dir):
+    """The lab's form asks for a prediction when it opens: the server starts its training process
+    then, which evaluates the base model once; a run after that reuses the evaluation and its
+    ETA still counts the evaluation after training."""
+    from dataclasses import replace
+
+    from app.jobs import estimate_eta_s
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = replace(Settings(), answer_max_new_tokens=ANSWER_TOKENS, lab_task_dir=small_task_dir, data_dir=tmp_path,
+                       model_cache_dir=lab_model_dir, warm_trainer=True)
+    with TestClient(create_app(settings)) as client:
+        client.forbidden = [str(tmp_path), str(lab_model_dir), str(small_task_dir)]
+        assert client.post("/api/v1/train/predict", json={}).status_code == 200
+        deadline = time.monotonic() + 300
+        while not list(settings.baseline_dir.glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        kept = json.loads(next(settings.baseline_dir.glob("*.json")).read_text())
+        assert len(kept["answers"]) == 2 and kept["evaluation_s"] > 0
+        job = client.post("/api/v1/train", json={"method": "lora", "steps": 2, "batch_size": 2}).json()
+        events = [data for kind, data in read_events(client, job["links"]["events"]) if kind != "queued"]
+    before = [e for e in events if e["type"] == "phase" and e["phase"] == "before"]
+    assert len(before) == 1 and before[0]["evaluation_s"] == kept["evaluation_s"]
+    assert "the same for every run" in before[0]["message"]
+    assert not any(e["type"] == "phase" and e["phase"] == "start" for e in events)  # the process was up already
+    summary = next(e for e in events if e["type"] == "summary")
+    assert [s["before"] for s in summary["samples"]] == kept["answers"]
+    steps = [e for e in events if e["type"] == "step"]
+    assert steps[-1]["eta_s"] == round(kept["evaluation_s"], 1) == estimate_eta_s(events[: events.index(steps[-1]) + 1], 2)

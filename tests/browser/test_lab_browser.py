@@ -21,7 +21,7 @@ def lab_server(tmp_path_factory, lab_model_dir, small_task_dir):
     """`loralab serve` configured, as a self-hoster could, with an eight-request slice of the task."""
     env = {"LORALAB_LAB_TASK_DIR": str(small_task_dir), "LORALAB_MODEL_CACHE": str(lab_model_dir),
            "LORALAB_DATA_DIR": str(tmp_path_factory.mktemp("data")), "LORALAB_TRY_MAX_NEW_TOKENS": "48",
-           "LORALAB_ANSWER_MAX_NEW_TOKENS": "32"}
+           "LORALAB_ANSWER_MAX_NEW_TOKENS": "32", "LORALAB_WARM_TRAINER": "1"}
     with serving(env) as base:
         yield base
 

@@ -41,6 +41,13 @@ def test_the_chapters_lab_quantities_are_the_apps_numbers(lab_model_dir):
     assert shape == {"num_hidden_layers": 30, "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,
                      "head_dim": 64}
     # the chapter's predicted CPU accounting is the one the lab shows for a default run's widest batch
-    predicted = predict_run(defaults, lab_model(replace(Settings(), model_cache_dir=lab_model_dir)), on_gpu=False)
+    model = lab_model(replace(Settings(), model_cache_dir=lab_model_dir))
+    for precision, autocast in (("bf16", True), ("fp32", False)):
+        predicted = predict_run(defaults, model, on_gpu=False, autocast=autocast)
+        assert evaluate("lab_accounted_bytes", {"model": "smollm2-135m", "method": "lora", "r": "8", "targets": "q,v",
+                                                "batch": "8", "precision": precision}).value == predicted["accounted_bytes"]
     assert evaluate("lab_accounted_bytes", {"model": "smollm2-135m", "method": "lora", "r": "8", "targets": "q,v",
-                                            "batch": "8"}).value == predicted["accounted_bytes"]
+                                            "batch": "8"}).value == predict_run(defaults, model, False, autocast=True)["accounted_bytes"]
+    with pytest.raises(ValueError, match="^precision:"):
+        evaluate("lab_accounted_bytes", {"model": "smollm2-135m", "method": "lora", "r": "8", "targets": "q,v",
+                                         "batch": "8", "precision": "fp16"})
