@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from calculators.lab_task import LAB_TASK_MAX_TOKENS  # noqa: E402
+from calculators.lab_task import LAB_TASK_MAX_ANSWER_TOKENS, LAB_TASK_MAX_TOKENS  # noqa: E402
 from training.data import IGNORE_INDEX, collate, encode_examples  # noqa: E402
 from training.model import load_base  # noqa: E402
 from training.task import DATA_DIR, load_task  # noqa: E402
@@ -55,6 +55,9 @@ def test_labels_cover_the_answer_and_the_end_of_turn_only(lab_model_dir):
     assert task.system_prompt in tokenizer.decode(prompt_ids) and task.train[0].prompt in tokenizer.decode(prompt_ids)
     # the calculators' recorded widest example (the predicted sequence length) is the real one
     assert max(len(e.input_ids) for e in encoded) == LAB_TASK_MAX_TOKENS
+    # and the longest answer (+ end of turn): the positions the lab's loss sends through the head
+    held_out = encode_examples(tokenizer, task.system_prompt, task.test, max_len=192)
+    assert max(e.answer_tokens for e in (*encoded, *held_out)) == LAB_TASK_MAX_ANSWER_TOKENS
     batch = collate(encoded[:3], tokenizer.pad_token_id)
     lengths = [len(e.input_ids) for e in encoded[:3]]
     assert batch["input_ids"].shape == (3, max(lengths))
