@@ -57,6 +57,7 @@ def with_display(event: dict, job: Job, model: LabModel, history: list[dict] | N
             "answer_loss": f"{event['answer_loss_before']:.2f} → {event['answer_loss_after']:.2f}",
             "wall": f"{event['wall_s']:.0f} s",
             "tokens_per_s": format_int(event["tokens_per_s"]),
+            "precision": "steps in bf16 autocast" if event.get("autocast") == "bf16" else "fp32",
             "peak_memory": format_gpu_bytes(event["peak_memory_bytes"]),
             "memory_note": CPU_MEMORY_NOTE if on_cpu else GPU_MEMORY_NOTE,
             "predicted": predicted.get("display", {}),

@@ -151,7 +151,7 @@
     headline.innerHTML = "";
     [["Exact match, held out", d.exact_match], ["Answer loss, held out", d.answer_loss],
      ["Trainable / total parameters", d.trainable_params + " / " + d.total_params],
-     ["Time", d.wall + " · " + d.tokens_per_s + " tokens/s"]].forEach(function (pair) {
+     ["Time", d.wall + " · " + d.tokens_per_s + " tokens/s" + (d.precision ? " · " + d.precision : "")]].forEach(function (pair) {
       var div = document.createElement("div"), dt = document.createElement("dt"), dd = document.createElement("dd");
       dt.textContent = pair[0]; dd.textContent = pair[1];
       div.appendChild(dt); div.appendChild(dd); headline.appendChild(div);

@@ -157,6 +157,8 @@ def test_the_events_replay_every_step_with_its_measured_eta(lab_client, default_
     assert [s["step"] for s in samples] == [0, 5, 10, 15]
     summary = next(data for kind, data in events if kind == "summary")
     assert summary["display"]["exact_match"].count("/2") == 2 and summary["display"]["predicted"]["memory"]
+    # the precision the steps ran in, as the training process chose it for this machine
+    assert summary["display"]["precision"] == {"bf16": "steps in bf16 autocast", "off": "fp32"}[summary["autocast"]]
     assert events[-1] == ("end", {"type": "end", "status": "succeeded"})
 
 
@@ -300,3 +302,26 @@ def test_opening_the_lab_warms_the_trainer_and_runs_reuse_the_base_models_answer
     assert [s["before"] for s in summary["samples"]] == kept["answers"]
     steps = [e for e in events if e["type"] == "step"]
     assert steps[-1]["eta_s"] == round(kept["evaluation_s"], 1) == estimate_eta_s(events[: events.index(steps[-1]) + 1], 2)
+
+
+def test_the_forms_initial_settings_are_the_apis_defaults(lab_client):
+    """A reader who changes nothing runs what `POST /api/v1/train {"method": "lora"}` runs."""
+    from bs4 import BeautifulSoup
+
+    from app.lab import TrainRequest
+
+    soup = BeautifulSoup(lab_client.get("/lab").text, "html.parser")
+
+    def chosen(control: str) -> str:
+        element = soup.select_one(f"#lab-{control}")
+        if element.name == "select":
+            selected = element.select("option[selected]")
+            assert len(selected) == 1, f"{control}: {len(selected)} options selected"
+            return selected[0]["value"]
+        return element["value"]
+
+    defaults = TrainRequest()
+    assert chosen("method") == defaults.method
+    assert float(chosen("lr")) == defaults.lr
+    assert (int(chosen("rank")), float(chosen("alpha")), int(chosen("steps")), int(chosen("batch")), int(chosen("seed"))) == \
+        (defaults.rank, defaults.alpha, defaults.steps, defaults.batch_size, defaults.seed)

@@ -52,7 +52,7 @@ def test_a_short_run_from_the_page(lab_server, lab_model_dir, browser_context_fa
     # before and after on both held-out requests, with the expected answer
     rows = page.eval_on_selector_all("#lab-compare tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))")
     assert len(rows) == 2 and all("expected: LoraConfig(" in row[0] for row in rows)
-    assert all(row[1] != row[2] for row in rows)  # training changed the answers
+    assert all(row[1] != row[2] for row in rows), rows  # training changed the answers
     headline = page.inner_text("#lab-headline")
     assert "Exact match, held out" in headline and "/2 →" in headline
     measured, predicted = (page.inner_text(f"#lab-table tbody tr td:nth-child({n})") for n in (3, 4))

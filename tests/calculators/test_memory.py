@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from calculators import memory
@@ -201,6 +201,7 @@ def test_total_is_monotone_in_batch_and_seq(model, method, batch, seq, ckpt, att
 
 @FAST
 @given(models, methods, batches, seqs, st.sampled_from(memory.ATTN_IMPLS))
+@example("llama-3-8b", "lora", 3, 5, "eager")  # found by a CI run: 1.2 MB more with checkpointing at 15 tokens
 def test_checkpointing_never_increases_activations(model, method, batch, seq, attn):
     kw = dict(method=method, batch_size=batch, seq_len=seq, attn_impl=attn)
     on = estimate_memory(model, gradient_checkpointing=True, **kw)
@@ -210,8 +211,10 @@ def test_checkpointing_never_increases_activations(model, method, batch, seq, at
         # DoRA recomputes its weight norm (three fp32 copies of the biggest weight) while the other
         # gradients exist: at short sequences checkpointing can raise DoRA's peak
         return
-    # at a handful of tokens the recomputed block's transients can outweigh what checkpointing saves, by kilobytes
-    assert on.total_bytes <= off.total_bytes + 2**20
+    # at a handful of tokens the recomputed block can outweigh what checkpointing saves: never by more
+    # than that one block holds (what it keeps plus its forward and backward transients)
+    block = on.layer
+    assert on.total_bytes <= off.total_bytes + block.saved_bytes + block.forward_workspace + block.backward_workspace
 
 
 @FAST
