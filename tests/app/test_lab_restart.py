@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import httpx
@@ -31,6 +32,15 @@ def training(job: dict) -> bool:
     return job["status"] == "running" and job["steps_done"] >= 1
 
 
+def _follow(url: str) -> None:
+    try:
+        with httpx.stream("GET", url, timeout=None) as response:
+            for _ in response.iter_lines():
+                pass
+    except httpx.HTTPError:
+        pass  # the server went away: what the test is about
+
+
 def event_log(base: str, job_id: str) -> list[dict]:
     """The whole event stream of a finished run (it ends with its `end` event)."""
     import json
@@ -51,7 +61,15 @@ def test_finished_runs_survive_a_restart_and_unfinished_ones_come_back_interrupt
         queued = httpx.post(f"{base}/api/v1/train", json=SHORT, timeout=30).json()
         wait_for_run(base, running["id"], training)
         assert httpx.get(f"{base}/api/v1/train/{queued['id']}", timeout=10).json()["queue_position"] == 1
-    # the server stopped (SIGTERM, as `docker stop` does) with one run training and one waiting
+        # a reader watches the run: an event stream stays open as long as the run lasts
+        watching = threading.Thread(target=_follow, args=(f"{base}/api/v1/train/{running['id']}/events",), daemon=True)
+        watching.start()
+        time.sleep(1)
+        stopped = time.monotonic()
+        base.process.terminate()  # SIGTERM, as `docker stop` sends before its SIGKILL 10 s later
+        base.process.wait(timeout=30)
+        assert time.monotonic() - stopped < 10, "the open event stream held the server past docker stop's grace"
+    # the server stopped with one run training and one waiting
 
     with serving(server_env) as base:
         after = httpx.get(f"{base}/api/v1/train/{done['id']}", timeout=10).json()
