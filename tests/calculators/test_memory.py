@@ -201,7 +201,7 @@ def test_total_is_monotone_in_batch_and_seq(model, method, batch, seq, ckpt, att
 
 @FAST
 @given(models, methods, batches, seqs, st.sampled_from(memory.ATTN_IMPLS))
-@example("llama-3-8b", "lora", 3, 5, "eager")  # found by a CI run: 1.2 MB more with checkpointing at 15 tokens
+@example("llama-3-8b", "lora", 3, 5, "eager")  # found by a full suite run: 1.2 MB more with checkpointing at 15 tokens
 def test_checkpointing_never_increases_activations(model, method, batch, seq, attn):
     kw = dict(method=method, batch_size=batch, seq_len=seq, attn_impl=attn)
     on = estimate_memory(model, gradient_checkpointing=True, **kw)
