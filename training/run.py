@@ -331,7 +331,7 @@ def train(
         return Phase(name, message, done, total, time.perf_counter() - started, evaluation_s)
 
     task = task or load_task()
-    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_device = resolve_device(device)
     on_cuda = torch_device.type == "cuda"
     yield phase("load", f"Loading the base model and injecting {config.method} adapters")
     loaded, injection, targets = prepare(config, model_dir, torch_device)
@@ -342,18 +342,8 @@ def train(
     batches = train_batches(train_set, config.batch_size, config.steps, config.seed, pad_id)  # checks batch_size
     yield phase("load", "Model ready", 1, 1)
 
-    prompts = [example.prompt for example in task.test]
     key = _baseline_key(config, model_dir, task, torch_device)
-    before = read_baseline(baseline_dir, key)
-    if before is None:
-        evaluation_started = time.perf_counter()
-        before = yield from _evaluate(model, tokenizer, task, prompts, test_set, config, torch_device, "before", phase)
-        before["evaluation_s"] = time.perf_counter() - evaluation_started
-        write_baseline(baseline_dir, key, before)
-    else:
-        yield phase("before", f"The base model's answers to the {len(prompts)} held-out requests "
-                    "(the same for every run: at step 0 an adapter adds exactly nothing)", 1, 1,
-                    evaluation_s=before["evaluation_s"])
+    before = yield from _baseline(model, tokenizer, task, test_set, config, torch_device, baseline_dir, key, phase)
     sample = task.test[SAMPLE_INDEX]
     first = before["answers"][SAMPLE_INDEX]
     yield Sample(0, sample.prompt, first, sample.answer, exact_match(first, sample.answer))
@@ -396,7 +386,7 @@ def train(
             yield Sample(step, sample.prompt, answer, sample.answer, exact_match(answer, sample.answer))
     train_s = time.perf_counter() - train_started
 
-    after = yield from _evaluate(model, tokenizer, task, prompts, test_set, config, torch_device, "after", phase)
+    after = yield from _evaluate(model, tokenizer, task, test_set, config, torch_device, "after", phase)
     yield phase("save", "Saving the adapter in peft's format")
     adapter_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="loralab-adapter-"))
     save_adapter(
@@ -444,9 +434,31 @@ def train(
     )
 
 
+def resolve_device(device: str | None = None) -> torch.device:
+    """The device asked for, else CUDA when there is one, else the CPU."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def _baseline_key(config: TrainConfig, model_dir: str | Path, task: ChatTask, device: torch.device) -> str:
     return baseline_key(model_dir, task, config.method, config.max_new_tokens, config.max_seq_len, device,
                         weights_dtype_for(config.precision, device))
+
+
+def _baseline(model, tokenizer, task: ChatTask, test_set, config: TrainConfig, device: torch.device,
+              baseline_dir: str | Path | None, key: str, phase):
+    """The model's held-out evaluation before training: the one kept under `key`
+    (training/baseline.py), else evaluated now (with progress), timed and kept."""
+    before = read_baseline(baseline_dir, key)
+    if before is not None:
+        yield phase("before", f"The base model's answers to the {len(task.test)} held-out requests "
+                    "(the same for every run: at step 0 an adapter adds exactly nothing)", 1, 1,
+                    evaluation_s=before["evaluation_s"])
+        return before
+    started = time.perf_counter()
+    before = yield from _evaluate(model, tokenizer, task, test_set, config, device, "before", phase)
+    before["evaluation_s"] = time.perf_counter() - started
+    write_baseline(baseline_dir, key, before)
+    return before
 
 
 def warm_up(config: TrainConfig, model_dir: str | Path, task: ChatTask, baseline_dir: str | Path | None,
@@ -454,23 +466,17 @@ def warm_up(config: TrainConfig, model_dir: str | Path, task: ChatTask, baseline
     """What a run does first, done ahead while nobody waits: load the base model and, unless
     kept already, evaluate it on the held-out requests for `config`'s method (training/baseline.py).
     True when it evaluated."""
-    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_device = resolve_device(device)
     key = _baseline_key(config, model_dir, task, torch_device)
     if read_baseline(baseline_dir, key) is not None:
         load_base(str(model_dir))
         return False
     loaded, _, _ = prepare(config, model_dir, torch_device)
     test_set = encode_examples(loaded.tokenizer, task.system_prompt, task.test, config.max_seq_len)
-    prompts = [example.prompt for example in task.test]
-    evaluation = _evaluate(loaded.model, loaded.tokenizer, task, prompts, test_set, config, torch_device, "before",
-                           lambda *args: None)
-    started = time.perf_counter()
-    while True:
-        try:
-            next(evaluation)
-        except StopIteration as done:
-            write_baseline(baseline_dir, key, done.value | {"evaluation_s": time.perf_counter() - started})
-            return True
+    for _ in _baseline(loaded.model, loaded.tokenizer, task, test_set, config, torch_device, baseline_dir, key,
+                       lambda *args, **kwargs: None):
+        pass  # the progress is nobody's to see
+    return True
 
 
 EVAL_BATCH = 32  # held-out requests answered in one generate() call (the lab has 16)
@@ -487,10 +493,7 @@ def _generate_with_progress(model, tokenizer, system_prompt: str, prompts, max_n
 
     def work() -> None:
         try:
-            result["answers"] = []
-            for start in range(0, len(prompts), EVAL_BATCH):
-                chunk = prompts[start : start + EVAL_BATCH]
-                result["answers"] += greedy_answers(model, tokenizer, system_prompt, chunk, max_new_tokens, EVAL_BATCH, count)
+            result["answers"] = greedy_answers(model, tokenizer, system_prompt, prompts, max_new_tokens, EVAL_BATCH, count)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             result["error"] = exc
 
@@ -505,10 +508,11 @@ def _generate_with_progress(model, tokenizer, system_prompt: str, prompts, max_n
     return result["answers"]
 
 
-def _evaluate(model, tokenizer, task: ChatTask, prompts, test_set, config: TrainConfig, device, name: str, phase):
+def _evaluate(model, tokenizer, task: ChatTask, test_set, config: TrainConfig, device, name: str, phase):
     """Greedy answers to every held-out request, exact match, held-out loss. Progress counts
     generated tokens against the bound (answers that end sooner finish the phase early)."""
     word = "before" if name == "before" else "after"
+    prompts = [example.prompt for example in task.test]
     rounds = math.ceil(len(prompts) / EVAL_BATCH)
     total = config.max_new_tokens * rounds
     message = f"Answering the {len(prompts)} held-out requests {word} training, token by token"
