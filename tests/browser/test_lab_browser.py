@@ -69,7 +69,9 @@ def test_a_short_run_from_the_page(lab_server, lab_model_dir, browser_context_fa
     for width in (1280, 390):
         page.set_viewport_size({"width": width, "height": 900})
         for theme in ("light", "dark"):
-            page.evaluate(f"document.documentElement.dataset.theme = '{theme}'")
+            # as the header's toggle does: set the theme and tell the plots to redraw in it
+            page.evaluate(f"document.documentElement.dataset.theme = '{theme}'; "
+                          f"document.dispatchEvent(new CustomEvent('loralab:theme', {{detail: '{theme}'}}))")
             page.wait_for_timeout(300)
             layout = page.evaluate(OVERFLOWING)  # no sideways scroll, nothing cut off
             wide = page.evaluate("""() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > innerWidth + 1)
